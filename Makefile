@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine (both create .venv at the repository root):
+#   make demo   install, get the data, run the main job on the embedded default
+#   make test   install, run the test suite
+PYTHON ?= python3
+VENV := .venv
+PIP := $(VENV)/bin/pip
+# torch and torchvision are pinned together in one install so that pip never swaps in another
+# torch build (a lone `pip install timm` would pull a multi-GB CUDA torch of a different version).
+TORCH := torch==2.14.1 torchvision==0.29.1
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install data demo test clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e ".[dev]" $(TORCH)
+	touch $@
+
+install: $(VENV)/.installed
+
+data: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
+	@SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist
+
+demo: install data
+	$(VENV)/bin/flexiq demo
+
+test: install data
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,88 @@
+"""Versioned, validated configs.
+
+Configs serialize to `{"_type", "_version", "_data"}` (torchao's convention) and load only for
+types registered here, so a stored config from an older code version fails loudly instead of being
+misread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .quant.arithmetic import EXTRACTION_MODES
+
+CONFIG_TYPES: dict[str, type] = {}
+
+
+def versioned_config(type_name: str, version: int):
+    """Register a dataclass as a storable config type with a schema version."""
+
+    def wrap(cls):
+        cls._config_type = type_name
+        cls._config_version = version
+        CONFIG_TYPES[type_name] = cls
+        return cls
+
+    return wrap
+
+
+def config_to_dict(config: Any) -> dict:
+    return {
+        "_type": config._config_type,
+        "_version": config._config_version,
+        "_data": dataclasses.asdict(config),
+    }
+
+
+def config_from_dict(payload: dict) -> Any:
+    try:
+        type_name, version, data = payload["_type"], payload["_version"], payload["_data"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError("not a versioned config: expected keys _type, _version, _data") from exc
+    cls = CONFIG_TYPES.get(type_name)
+    if cls is None:
+        raise ValueError(f"unknown config type {type_name!r}; known: {', '.join(sorted(CONFIG_TYPES))}")
+    if version != cls._config_version:
+        raise ValueError(f"{type_name} version {version} cannot be loaded by this code (expects {cls._config_version})")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{type_name}: unknown keys {sorted(unknown)}")
+    return cls(**data)
+
+
+@versioned_config("QuantConfig", 1)
+@dataclass(frozen=True)
+class QuantConfig:
+    """How a model is turned into a FlexiQ mixed-precision model (method.md, "Quantization scheme").
+
+    group_size: input channels that switch precision together (and share an extraction shift).
+    observer / percentile: how activation scales are calibrated.
+    extraction: "shift" (skip unused high bits) or "naive" (always the top 4 bits).
+    keep_first_int8 / keep_last_int8: the first conv and the classifier never go 4-bit.
+    budget: the 4-bit ratio is a MAC share of all eligible layers ("global") or of each layer.
+    """
+
+    group_size: int = 8
+    observer: str = "minmax"
+    percentile: float = 99.99
+    extraction: str = "shift"
+    keep_first_int8: bool = True
+    keep_last_int8: bool = True
+    budget: str = "global"
+
+    def __post_init__(self) -> None:
+        from .quant.observers import OBSERVERS
+
+        if not isinstance(self.group_size, int) or self.group_size < 1:
+            raise ValueError(f"group_size must be a positive integer, got {self.group_size!r}")
+        if self.observer not in OBSERVERS:
+            raise ValueError(f"unknown observer {self.observer!r}; known: {', '.join(sorted(OBSERVERS))}")
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+        if self.extraction not in EXTRACTION_MODES:
+            raise ValueError(f"unknown extraction {self.extraction!r}; expected one of {EXTRACTION_MODES}")
+        if self.budget not in ("global", "per-layer"):
+            raise ValueError(f"budget must be 'global' or 'per-layer', got {self.budget!r}")

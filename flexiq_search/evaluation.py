@@ -1,0 +1,109 @@
+"""The accuracy table of a FlexiQ model: FP32, INT8 and every 4-bit ratio level.
+
+Its dict is the `flexiq evaluate --json` contract: later code may add keys, never change these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .config import QuantConfig, config_to_dict
+from .data import DatasetBundle, fixed_subset, get_dataset, parse_dataset_spec
+from .errors import FlexiqError
+from .models import create_model, get_model_entry, load_checkpoint_model
+from .quant.convert import convert_model, mac_share_4bit, set_ratio
+from .selection import Selection, apply_selection, create_strategy
+from .training import accuracy
+
+
+@dataclass
+class PreparedModel:
+    """A float model with the data it is evaluated on."""
+
+    name: str
+    model: nn.Module
+    bundle: DatasetBundle
+
+
+def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None) -> PreparedModel:
+    """The FP32 model (from a checkpoint, or offline pretrained weights) and its dataset."""
+    get_model_entry(model_name)  # unknown names fail before any data or weights are read
+    parse_dataset_spec(dataset)
+    if checkpoint:
+        model, _ = load_checkpoint_model(checkpoint, expected_model=model_name)
+    else:
+        model = create_model(model_name, pretrained=True).eval()
+    bundle = get_dataset(dataset, model=model)
+    return PreparedModel(model_name, model, bundle)
+
+
+def calibration_batches(bundle: DatasetBundle, samples: int, batch_size: int = 64) -> list[torch.Tensor]:
+    """A fixed sample of the train split, as batches of images."""
+    if samples < 1:
+        raise FlexiqError(f"calibration needs at least 1 sample, got {samples}")
+    subset = fixed_subset(bundle.train, samples, seed=1)
+    return [images for images, _ in DataLoader(subset, batch_size=batch_size)]
+
+
+def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibration: int = 512,
+                    samples: int | None = None, quant: QuantConfig | None = None, method: str = "range",
+                    selection: Selection | None = None, batch_size: int = 256, progress: bool = True) -> dict:
+    """FP32, INT8 and per-ratio accuracy, with the MAC share actually run in 4-bit at each level."""
+    quant = quant or QuantConfig()
+    for ratio in ratios:
+        if not 0 <= ratio <= 1:
+            raise FlexiqError(f"ratio {ratio} is outside [0, 1]")
+    bundle = prepared.bundle
+    test = fixed_subset(bundle.test, samples)
+    classes = bundle.num_classes
+
+    def measure(model: nn.Module, desc: str) -> dict:
+        top1, top5 = accuracy(model, test, batch_size=batch_size, num_classes=classes, desc=desc, progress=progress)
+        return {"top1": top1, "top5": top5}
+
+    report = {"model": prepared.name, "dataset": bundle.name, "samples": len(test)}
+    report["fp32"] = measure(prepared.model, "FP32")
+    qmodel = convert_model(prepared.model, calibration_batches(bundle, calibration), quant)
+    report["int8"] = measure(qmodel, "INT8")
+    levels = sorted({float(r) for r in ratios if r > 0})
+    if levels:
+        if selection is None:
+            selection = create_strategy(method, budget=quant.budget).select(qmodel, levels)
+        apply_selection(qmodel, selection)
+    report["ratios"] = []
+    for ratio in ratios:
+        set_ratio(qmodel, ratio)
+        result = report["int8"] if ratio == 0 else measure(qmodel, f"{ratio:.0%} 4-bit")
+        report["ratios"].append({"ratio": float(ratio), **result, "mac_share_4bit": mac_share_4bit(qmodel)})
+    report["method"] = selection.method if selection else None
+    report["calibration"] = calibration
+    report["quant_config"] = config_to_dict(quant)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The accuracy table as people read it."""
+    has_top5 = report["fp32"]["top5"] is not None
+    header = f"{'precision':<14}{'4-bit MACs':>11}{'top-1 %':>10}" + (f"{'top-5 %':>10}" if has_top5 else "")
+    lines = [
+        f"{report['model']} on {report['dataset']}: {report['samples']} test samples, "
+        f"calibration {report['calibration']}, selection {report['method'] or '-'}",
+        header,
+        "-" * len(header),
+    ]
+
+    def row(label: str, share: str, result: dict) -> str:
+        text = f"{label:<14}{share:>11}{result['top1']:>10.2f}"
+        return text + (f"{result['top5']:>10.2f}" if has_top5 else "")
+
+    lines.append(row("FP32", "-", report["fp32"]))
+    lines.append(row("INT8", "0.0%", report["int8"]))
+    for entry in report["ratios"]:
+        if entry["ratio"] > 0:
+            lines.append(row(f"{entry['ratio']:.0%} 4-bit", f"{entry['mac_share_4bit']:.1%}", entry))
+    return "\n".join(lines)

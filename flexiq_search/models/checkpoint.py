@@ -1,0 +1,66 @@
+"""flexiq checkpoints: a float model's weights plus what is needed to rebuild it.
+
+Saved as a plain dict of tensors and primitives so that loading needs only
+`torch.load(..., weights_only=True)`: no pickled code ever runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import FlexiqError
+from ._registry import create_model
+
+CHECKPOINT_FORMAT = "flexiq-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: str, model_kwargs: dict,
+                    dataset: str, metrics: dict | None = None) -> None:
+    """Write atomically (temp file + rename), so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": model_name,
+        "model_kwargs": dict(model_kwargs),
+        "dataset": dataset,
+        "metrics": metrics or {},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FlexiqError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise FlexiqError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise FlexiqError(f"{path} is not a flexiq checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise FlexiqError(f"{path}: checkpoint version {payload.get('version')} is not supported")
+    return payload
+
+
+def load_checkpoint_model(path: str | os.PathLike, expected_model: str | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint was trained as, with its weights."""
+    payload = read_checkpoint(path)
+    if expected_model is not None and payload["model"] != expected_model:
+        raise FlexiqError(f"{path} holds a {payload['model']} model, not {expected_model}")
+    model = create_model(payload["model"], **payload["model_kwargs"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise FlexiqError(f"{path}: weights do not fit {payload['model']}: {str(exc).splitlines()[0]}") from None
+    return model.eval(), payload

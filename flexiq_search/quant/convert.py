@@ -1,0 +1,178 @@
+"""Turn a float model into a FlexiQ mixed-precision model, and steer it.
+
+`convert_model` folds BatchNorm into the preceding conv, replaces every Conv2d and Linear by its
+mixed-precision twin, calibrates on a few batches and freezes. The layers that run first and
+last (stem conv, classifier) stay INT8 by default. Model-level helpers: `mixed_layers`,
+`set_ratio`, `mac_share_4bit`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..config import QuantConfig
+from .modules import MixedPrecisionConv2d, MixedPrecisionLayer, MixedPrecisionLinear
+from .observers import create_observer
+
+
+def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the quantizable layers, in the order one forward pass calls them."""
+    order: list[str] = []
+    names = {module: name for name, module in model.named_modules()}
+    handles = [
+        module.register_forward_pre_hook(lambda m, _inp: order.append(names[m]) if names[m] not in order else None)
+        for module in names if _quantizable(module)
+    ]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+# Layer types whose forward is exactly conv2d / linear on `.weight` (timm's twins included).
+QUANTIZABLE_TYPE_NAMES = {"Conv2d", "Conv2dSame", "Linear"}
+
+
+def _quantizable(module: nn.Module) -> bool:
+    """True for plain Conv2d/Linear; an error for subclasses that transform their weights."""
+    if not isinstance(module, (nn.Conv2d, nn.Linear)):
+        return False
+    if type(module).__name__ not in QUANTIZABLE_TYPE_NAMES:
+        raise ValueError(f"unsupported layer type {type(module).__name__}: its forward is not a plain conv/linear")
+    return True
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
+    """Fold every BatchNorm2d that directly consumes a Conv2d's output into that conv (in place).
+
+    Pairs are found by running the model once and matching tensors, so it works for any module
+    structure (timm's BatchNormAct2d keeps its activation). Returns how many were folded.
+    """
+    produced_by: dict[int, str] = {}
+    keep_alive: list[torch.Tensor] = []
+    pairs: "OrderedDict[str, str]" = OrderedDict()
+    names = {module: name for name, module in model.named_modules()}
+
+    def after_conv(module, _inp, out):
+        keep_alive.append(out)
+        produced_by[id(out)] = names[module]
+
+    def before_bn(module, inp):
+        conv = produced_by.get(id(inp[0]))
+        if conv is not None:
+            pairs.setdefault(names[module], conv)
+
+    handles = []
+    for module, name in names.items():
+        if isinstance(module, nn.Conv2d) and _quantizable(module):
+            handles.append(module.register_forward_hook(after_conv))
+        elif isinstance(module, nn.BatchNorm2d):
+            handles.append(module.register_forward_pre_hook(before_bn))
+    try:
+        model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    consumers: dict[str, int] = {}
+    for conv in pairs.values():
+        consumers[conv] = consumers.get(conv, 0) + 1
+    folded = 0
+    for bn_name, conv_name in pairs.items():
+        if consumers[conv_name] != 1:
+            continue  # a conv feeding two BNs cannot absorb both
+        bn = model.get_submodule(bn_name)
+        conv = model.get_submodule(conv_name)
+        inv_std = torch.rsqrt(bn.running_var + bn.eps)
+        gamma = bn.weight if bn.affine else torch.ones_like(inv_std)
+        beta = bn.bias if bn.affine else torch.zeros_like(inv_std)
+        factor = gamma * inv_std
+        conv.weight.copy_(conv.weight * factor.view(-1, 1, 1, 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.bias = nn.Parameter((bias - bn.running_mean) * factor + beta)
+        # timm's BatchNormAct2d = BN, dropout, activation: keep what follows the normalization.
+        rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+        _set_submodule(model, bn_name, nn.Sequential(*rest) if rest else nn.Identity())
+        folded += 1
+    return folded
+
+
+@torch.no_grad()
+def convert_model(model: nn.Module, calibration: Iterable[torch.Tensor], config: QuantConfig | None = None) -> nn.Module:
+    """A calibrated, frozen FlexiQ copy of `model` (which is left untouched)."""
+    config = config or QuantConfig()
+    batches = iter(calibration)
+    try:
+        first = next(batches)
+    except StopIteration:
+        raise ValueError("calibration needs at least one batch") from None
+    model = copy.deepcopy(model).eval()
+    fold_batchnorm(model, first[:2])
+    order = execution_order(model, first[:2])
+    if not order:
+        raise ValueError("the model has no Conv2d or Linear layer to quantize")
+    kept_int8 = set()
+    if config.keep_first_int8:
+        kept_int8.add(order[0])
+    if config.keep_last_int8:
+        kept_int8.add(order[-1])
+    for name in order:
+        layer = model.get_submodule(name)
+        mixed_type = MixedPrecisionConv2d if isinstance(layer, nn.Conv2d) else MixedPrecisionLinear
+        observer_kwargs = {"percentile": config.percentile} if config.observer == "percentile" else {}
+        mixed = mixed_type(
+            layer,
+            group_size=config.group_size,
+            extraction=config.extraction,
+            observer=create_observer(config.observer, **observer_kwargs),
+            eligible=name not in kept_int8,
+        )
+        _set_submodule(model, name, mixed)
+    model(first)
+    for batch in batches:
+        model(batch)
+    for layer in mixed_layers(model).values():
+        layer.freeze()
+    model.flexiq_config = config
+    return model
+
+
+def mixed_layers(model: nn.Module, eligible_only: bool = False) -> "OrderedDict[str, MixedPrecisionLayer]":
+    """The model's mixed-precision layers by name (module order)."""
+    return OrderedDict(
+        (name, module) for name, module in model.named_modules()
+        if isinstance(module, MixedPrecisionLayer) and (module.eligible or not eligible_only)
+    )
+
+
+def set_ratio(model: nn.Module, ratio: float) -> None:
+    """Switch the whole model to a stored 4-bit ratio level: one boundary move per layer."""
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    for layer in mixed_layers(model).values():
+        layer.set_ratio(ratio)
+
+
+def mac_share_4bit(model: nn.Module) -> float:
+    """Share of the eligible layers' MACs that run in 4-bit at the current ratio."""
+    low = total = 0.0
+    for layer in mixed_layers(model, eligible_only=True).values():
+        macs = layer.group_macs()
+        total += float(macs.sum())
+        low += float(macs[layer.low_bit_groups()].sum())
+    return low / total if total else 0.0

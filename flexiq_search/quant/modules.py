@@ -1,0 +1,299 @@
+"""FlexiQ mixed-precision Conv2d and Linear.
+
+A layer stores its INT8 weight codes once. Its input channels are split into groups of
+`group_size`; a per-layer channel order ranks the groups, and each ratio level owns one boundary
+index into that order: the first `boundary` groups run in 4-bit, extracted from the INT8 codes
+(`arithmetic.lowered_codes`), the rest in INT8. `set_ratio` only moves that index.
+
+Life cycle: built from a float layer in the *calibrating* state (float forward, observing its
+input), then `freeze()` quantizes the weights and fixes scales and shifts for good.
+
+The forward computes the integer accumulator of method.md exactly: integer-valued operands in
+float32 when the layer's worst-case partial sum is provably below 2^24 (so every float32 sum is
+exact), float64 otherwise; then one dequantization per output channel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .arithmetic import extraction_shift, int8_range, lowered_codes
+from .observers import ActivationObserver
+
+FLOAT32_EXACT_LIMIT = 1 << 24
+
+
+class MixedPrecisionLayer(nn.Module):
+    """What Conv2d and Linear share: INT8 storage, channel groups, extraction shifts, boundaries."""
+
+    channel_dim: int
+
+    def __init__(self, float_layer: nn.Module, *, group_size: int, extraction: str,
+                 observer: ActivationObserver, eligible: bool) -> None:
+        super().__init__()
+        weight = float_layer.weight.detach()
+        self.float_layer: nn.Module | None = float_layer
+        self.observer: ActivationObserver | None = observer
+        self.group_size = group_size
+        self.extraction = extraction
+        self.eligible = eligible
+        self.in_channels = self._in_channels(float_layer)
+        self.out_channels = weight.shape[0]
+        self.n_groups = math.ceil(self.in_channels / group_size)
+        self.calibrating = True
+        self.boundary = 0
+        # Calibration statistics (plain attributes: not part of the stored model).
+        self.macs_per_sample = 0
+        self._output_sum_square = 0.0
+        self._output_count = 0
+
+        channel = self._weight_column_channel(weight.shape)
+        self.register_buffer("channel_group", torch.arange(self.in_channels) // group_size, persistent=False)
+        self.register_buffer("weight_channel", channel, persistent=False)  # [O, columns]
+        self.register_buffer("weight_group", channel // group_size, persistent=False)
+        codes_shape = weight.shape
+        self.register_buffer("weight_codes", torch.zeros(codes_shape, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(self.out_channels))
+        bias = getattr(float_layer, "bias", None)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone().float())
+        self.register_buffer("weight_shift", torch.zeros(self.out_channels, self.n_groups, dtype=torch.uint8))
+        self.register_buffer("act_scale", torch.tensor(1.0))
+        self.register_buffer("act_signed", torch.tensor(True))
+        self.register_buffer("act_shift", torch.zeros(self.n_groups, dtype=torch.uint8))
+        self.register_buffer("act_channel_mean_square", torch.zeros(self.in_channels))
+        self.register_buffer("output_mean_square", torch.tensor(0.0))
+        self.register_buffer("exact_float32", torch.tensor(True))
+        # The selection: groups in the order they turn 4-bit, and one boundary per ratio level.
+        self.register_buffer("group_order", torch.arange(self.n_groups))
+        self.register_buffer("group_rank", torch.arange(self.n_groups))
+        self.register_buffer("level_ratios", torch.zeros(0, dtype=torch.float64))
+        self.register_buffer("level_boundaries", torch.zeros(0, dtype=torch.int64))
+
+    # --- subclass hooks -------------------------------------------------------------------
+    @staticmethod
+    def _in_channels(float_layer: nn.Module) -> int:
+        raise NotImplementedError
+
+    def _weight_column_channel(self, weight_shape: torch.Size) -> torch.Tensor:
+        """[O, columns] input channel that each weight column reads (grouped convs differ)."""
+        raise NotImplementedError
+
+    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _macs_per_output(self) -> int:
+        raise NotImplementedError
+
+    def _view_channels(self, per_channel: torch.Tensor, ndim: int) -> torch.Tensor:
+        """Reshape a [C] tensor to broadcast along this layer's activation channel dimension."""
+        shape = [1] * ndim
+        shape[self.channel_dim] = -1
+        return per_channel.view(shape)
+
+    # --- calibration ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calibrating:
+            return self._calibration_forward(x)
+        acc = self.integer_accumulator(x)
+        return self.dequantize(acc)
+
+    @torch.no_grad()
+    def _calibration_forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.observer.update(x, self.channel_dim)
+        y = self.float_layer(x)
+        self.macs_per_sample = (y[0].numel()) * self._macs_per_output()
+        self._output_sum_square += float(y.double().square().sum())
+        self._output_count += y.numel()
+        return y
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Quantize weights, fix activation scale and extraction shifts; drop the float weights."""
+        if not self.calibrating:
+            return
+        weight = self.float_layer.weight.detach().float()
+        flat = weight.reshape(self.out_channels, -1)
+        scale = flat.abs().amax(dim=1) / int8_range(True)[1]
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        codes = torch.round(weight / scale.view(-1, *[1] * (weight.dim() - 1))).clamp(*int8_range(True))
+        self.weight_codes.copy_(codes.to(torch.int8))
+        self.weight_scale.copy_(scale)
+
+        params = self.observer.params()
+        self.act_scale.fill_(params.scale)
+        self.act_signed.fill_(params.signed)
+        self.act_channel_mean_square.copy_(params.channel_mean_square)
+        self.output_mean_square.fill_(self._output_sum_square / max(self._output_count, 1))
+
+        # Weight shift per (output channel, group): from the largest code the pair holds.
+        column_max = self.weight_codes.to(torch.int32).abs().reshape(*self.weight_group.shape, -1).amax(dim=-1)
+        group_max = torch.zeros(self.out_channels, self.n_groups, dtype=torch.int32)
+        group_max.scatter_reduce_(1, self.weight_group, column_max, reduce="amax")
+        self.weight_shift.copy_(extraction_shift(group_max, True, self.extraction).to(torch.uint8))
+        # Activation shift per group: from the largest code calibration saw in the group (static).
+        channel_max_code = torch.round(params.channel_absmax / params.scale).clamp(max=int8_range(params.signed)[1])
+        act_group_max = torch.zeros(self.n_groups, dtype=torch.int32)
+        act_group_max.scatter_reduce_(0, self.channel_group, channel_max_code.to(torch.int32), reduce="amax")
+        self.act_shift.copy_(extraction_shift(act_group_max, params.signed, self.extraction).to(torch.uint8))
+
+        self.exact_float32.fill_(self.accumulator_bound() < FLOAT32_EXACT_LIMIT)
+        self._finish_freeze()
+        self.float_layer = None
+        self.observer = None
+        self.calibrating = False
+
+    def _finish_freeze(self) -> None:
+        """Subclasses copy what their forward needs from the float layer before it is dropped."""
+
+    def accumulator_bound(self) -> int:
+        """Largest |partial sum| any input can produce, at any ratio: max_o sum |w| * max |a|."""
+        codes = self.weight_codes.to(torch.int64)
+        shift = self._weight_shift_per_column().to(torch.int64)
+        lowered = lowered_codes(codes, shift, True)
+        per_weight = torch.maximum(codes.abs(), lowered.abs()).reshape(self.out_channels, -1)
+        act_max = 128 if bool(self.act_signed) else int8_range(False)[1]
+        return int(per_weight.sum(dim=1).max()) * act_max
+
+    # --- the quantized forward ------------------------------------------------------------
+    def _weight_shift_per_column(self) -> torch.Tensor:
+        """[O, columns, 1...] weight shift broadcastable over the weight codes."""
+        shift = self.weight_shift.to(torch.int32).gather(1, self.weight_group)
+        return shift.view(*shift.shape, *[1] * (self.weight_codes.dim() - 2))
+
+    def low_bit_groups(self) -> torch.Tensor:
+        """[G] bool: the groups that run in 4-bit at the current ratio."""
+        return self.group_rank < self.boundary
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """INT8 activation codes (int32 tensor) with the calibrated per-tensor scale."""
+        lo, hi = int8_range(bool(self.act_signed))
+        return torch.round(x / self.act_scale).clamp(lo, hi).to(torch.int32)
+
+    def effective_operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer operands on the INT8 grid: 4-bit groups replaced by their lowered codes."""
+        act = self.quantize_input(x)
+        weight = self.weight_codes.to(torch.int32)
+        if self.boundary > 0:
+            low = self.low_bit_groups()
+            signed = bool(self.act_signed)
+            act_shift = self._view_channels(self.act_shift.to(torch.int32)[self.channel_group], act.dim())
+            act_low = self._view_channels(low[self.channel_group], act.dim())
+            act = torch.where(act_low, lowered_codes(act, act_shift, signed), act)
+            weight_low = low[self.weight_group].view(*self.weight_group.shape, *[1] * (weight.dim() - 2))
+            weight = torch.where(weight_low, lowered_codes(weight, self._weight_shift_per_column(), True), weight)
+        return act, weight
+
+    def integer_accumulator(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact integer accumulator, held in a float tensor (float32 only where provably exact)."""
+        act, weight = self.effective_operands(x)
+        dtype = torch.float32 if bool(self.exact_float32) else torch.float64
+        return self._accumulate(act.to(dtype), weight.to(dtype))
+
+    def dequantize(self, acc: torch.Tensor) -> torch.Tensor:
+        """One float32 dequantization per output channel: acc * s_a * s_w[o] + bias[o]."""
+        scale = self._view_outputs(self.act_scale * self.weight_scale, acc.dim())
+        y = acc.float() * scale
+        if self.bias is not None:
+            y = y + self._view_outputs(self.bias, acc.dim())
+        return y
+
+    def _view_outputs(self, per_output: torch.Tensor, ndim: int) -> torch.Tensor:
+        return self._view_channels(per_output, ndim)
+
+    # --- selection and ratio --------------------------------------------------------------
+    def group_macs(self) -> torch.Tensor:
+        """[G] MACs per sample that each channel group carries (every input channel carries MACs/C)."""
+        sizes = torch.bincount(self.channel_group, minlength=self.n_groups).double()
+        return sizes * (self.macs_per_sample / self.in_channels)
+
+    def apply_selection(self, order: list[int], boundaries: list[int], ratios: list[float]) -> None:
+        if sorted(order) != list(range(self.n_groups)):
+            raise ValueError(f"channel order must be a permutation of {self.n_groups} groups")
+        if list(boundaries) != sorted(boundaries) or any(b < 0 or b > self.n_groups for b in boundaries):
+            raise ValueError("boundaries must be non-decreasing and within the group count (nested levels)")
+        if len(boundaries) != len(ratios):
+            raise ValueError("one boundary per ratio level is needed")
+        order_t = torch.tensor(order, dtype=torch.int64)
+        self.group_order = order_t
+        self.group_rank = torch.empty_like(order_t).scatter_(0, order_t, torch.arange(self.n_groups))
+        self.level_ratios = torch.tensor(ratios, dtype=torch.float64)
+        self.level_boundaries = torch.tensor(boundaries, dtype=torch.int64)
+        self.boundary = 0
+
+    def set_ratio(self, ratio: float) -> None:
+        """Select a stored ratio level: moves one boundary index, nothing else."""
+        if ratio == 0:
+            self.boundary = 0
+            return
+        matches = (self.level_ratios - ratio).abs() < 1e-9
+        if not bool(matches.any()):
+            if self.level_ratios.numel() == 0:  # a layer kept INT8 (first conv, classifier)
+                self.boundary = 0
+                return
+            raise ValueError(f"ratio {ratio} is not a stored level {self.level_ratios.tolist()}")
+        self.boundary = int(self.level_boundaries[matches.nonzero()[0, 0]])
+
+
+class MixedPrecisionConv2d(MixedPrecisionLayer):
+    channel_dim = 1
+
+    def __init__(self, float_layer: nn.Conv2d, **kwargs) -> None:
+        if float_layer.padding_mode != "zeros":
+            raise ValueError("only zero-padded convolutions can be quantized")
+        super().__init__(float_layer, **kwargs)
+        self.kernel_size = float_layer.kernel_size
+        self.stride = float_layer.stride
+        self.padding = float_layer.padding
+        self.dilation = float_layer.dilation
+        self.groups = float_layer.groups
+        # timm's Conv2dSame pads at run time from the input size (TF "SAME" padding).
+        self.dynamic_same_padding = type(float_layer).__name__ == "Conv2dSame"
+
+    @staticmethod
+    def _in_channels(float_layer: nn.Module) -> int:
+        return float_layer.in_channels
+
+    def _weight_column_channel(self, weight_shape: torch.Size) -> torch.Tensor:
+        out_channels, in_per_group = weight_shape[0], weight_shape[1]
+        out_per_group = out_channels // (self.in_channels // in_per_group)
+        conv_group = torch.arange(out_channels) // out_per_group
+        return conv_group[:, None] * in_per_group + torch.arange(in_per_group)[None, :]
+
+    def _macs_per_output(self) -> int:
+        return self.weight_codes[0].numel()
+
+    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.dynamic_same_padding:
+            from timm.layers.padding import pad_same
+
+            act = pad_same(act, list(self.kernel_size), list(self.stride), list(self.dilation))
+        return F.conv2d(act, weight, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"groups={self.groups}, group_size={self.group_size}, boundary={self.boundary}/{self.n_groups}")
+
+
+class MixedPrecisionLinear(MixedPrecisionLayer):
+    channel_dim = -1
+
+    @staticmethod
+    def _in_channels(float_layer: nn.Module) -> int:
+        return float_layer.in_features
+
+    def _weight_column_channel(self, weight_shape: torch.Size) -> torch.Tensor:
+        return torch.arange(weight_shape[1]).expand(weight_shape[0], -1).contiguous()
+
+    def _macs_per_output(self) -> int:
+        return self.in_channels
+
+    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(act, weight)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_channels}, out_features={self.out_channels}, "
+                f"group_size={self.group_size}, boundary={self.boundary}/{self.n_groups}")

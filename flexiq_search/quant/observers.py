@@ -1,0 +1,120 @@
+"""Calibration observers: they watch a layer's float inputs and fix its INT8 activation scale.
+
+One scale per tensor (method.md); the observers also keep per-channel statistics (absolute max,
+mean square) that extraction shifts and the range-based selection need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .arithmetic import int8_range
+
+OBSERVERS: dict[str, Callable[..., "ActivationObserver"]] = {}
+
+
+def register_observer(name: str):
+    def wrap(cls):
+        OBSERVERS[name] = cls
+        return cls
+
+    return wrap
+
+
+def create_observer(name: str, **kwargs) -> "ActivationObserver":
+    if name not in OBSERVERS:
+        raise ValueError(f"unknown observer {name!r}; known: {', '.join(sorted(OBSERVERS))}")
+    return OBSERVERS[name](**kwargs)
+
+
+@dataclass(frozen=True)
+class ActivationQuantParams:
+    """What calibration decided for one layer input."""
+
+    scale: float
+    signed: bool
+    channel_absmax: torch.Tensor  # [C] float, largest |x| seen per input channel
+    channel_mean_square: torch.Tensor  # [C] float, E[x^2] per input channel
+
+
+class ActivationObserver:
+    """Base observer: tracks min, per-channel |max| and mean square; subclasses choose the clip value.
+
+    Life cycle: `update(x, channel_dim)` on every calibration batch, then `params()` once.
+    """
+
+    def __init__(self) -> None:
+        self.min_value = float("inf")
+        self.channel_absmax: torch.Tensor | None = None
+        self.channel_sum_square: torch.Tensor | None = None
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, channel_dim: int) -> None:
+        x = x.detach().float()
+        per_channel = x.movedim(channel_dim, 0).reshape(x.shape[channel_dim], -1)
+        absmax = per_channel.abs().amax(dim=1)
+        sum_square = per_channel.square().sum(dim=1, dtype=torch.float64)
+        if self.channel_absmax is None:
+            self.channel_absmax, self.channel_sum_square = absmax, sum_square
+        else:
+            self.channel_absmax = torch.maximum(self.channel_absmax, absmax)
+            self.channel_sum_square += sum_square
+        self.count += per_channel.shape[1]
+        self.min_value = min(self.min_value, float(x.min()))
+        self._update_clip(x)
+
+    def _update_clip(self, x: torch.Tensor) -> None:
+        """Subclasses track the tensor's clip magnitude here."""
+
+    def clip_value(self) -> float:
+        raise NotImplementedError
+
+    def params(self) -> ActivationQuantParams:
+        if self.channel_absmax is None:
+            raise RuntimeError("observer saw no calibration data")
+        signed = self.min_value < 0
+        clip = self.clip_value()
+        high = int8_range(signed)[1]
+        scale = clip / high if clip > 0 else 1.0
+        return ActivationQuantParams(
+            scale=float(scale),
+            signed=bool(signed),
+            channel_absmax=self.channel_absmax.clone(),
+            channel_mean_square=(self.channel_sum_square / max(self.count, 1)).float(),
+        )
+
+
+@register_observer("minmax")
+class MinMaxObserver(ActivationObserver):
+    """Clip at the largest magnitude seen: no value saturates, small values get coarse steps."""
+
+    def clip_value(self) -> float:
+        return float(self.channel_absmax.max())
+
+
+@register_observer("percentile")
+class PercentileObserver(ActivationObserver):
+    """Clip at a high percentile of |x| (mean over batches): rare outliers saturate, steps shrink."""
+
+    def __init__(self, percentile: float = 99.99, max_samples: int = 1 << 20) -> None:
+        super().__init__()
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        self.percentile = percentile
+        self.max_samples = max_samples
+        self._clips: list[float] = []
+        self._generator = torch.Generator().manual_seed(0)
+
+    def _update_clip(self, x: torch.Tensor) -> None:
+        flat = x.abs().flatten()
+        if flat.numel() > self.max_samples:
+            idx = torch.randint(flat.numel(), (self.max_samples,), generator=self._generator)
+            flat = flat[idx]
+        self._clips.append(float(torch.quantile(flat, self.percentile / 100.0)))
+
+    def clip_value(self) -> float:
+        return sum(self._clips) / len(self._clips)

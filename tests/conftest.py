@@ -1,0 +1,51 @@
+"""Shared fixtures: real data (scikit-learn digits, sample photos) and a really trained ResNet-20."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from flexiq_search.data import get_dataset
+
+    return get_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def trained_resnet20(digits):
+    """ResNet-20 trained on digits (a few seconds): weights with real, non-random statistics."""
+    from flexiq_search.models import create_model
+    from flexiq_search.training import train_model
+
+    model = create_model("resnet20", num_classes=10, in_chans=1)
+    return train_model(model, digits, epochs=3, batch_size=64, lr=0.05, progress=False)
+
+
+@pytest.fixture(scope="session")
+def digits_batches(digits):
+    images = torch.stack([digits.train[i][0] for i in range(128)])
+    return [images[:64], images[64:]]
+
+
+@pytest.fixture(scope="session")
+def sample_photos() -> torch.Tensor:
+    """scikit-learn's two natural RGB photos, as 8 normalized 64x64 crops."""
+    from sklearn.datasets import load_sample_images
+
+    crops = []
+    for image in load_sample_images().images:
+        t = torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1) / 255.0
+        for y, x in ((0, 0), (100, 200), (200, 300), (300, 100)):
+            crop = t[:, y:y + 256, x:x + 256]
+            crops.append(torch.nn.functional.interpolate(crop[None], size=64, mode="bilinear", antialias=True)[0])
+    photos = torch.stack(crops)
+    return (photos - 0.45) / 0.25
