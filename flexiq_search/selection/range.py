@@ -50,3 +50,4 @@ class RangeSelection(SelectionStrategy):
     def select(self, model: nn.Module, levels: Sequence[float]) -> Selection:
         scores = {name: range_noise(layer) for name, layer in mixed_layers(model, eligible_only=True).items()}
         return selection_from_scores(model, scores, levels, method=self.name, budget=self.budget)
+

@@ -1,0 +1,29 @@
+"""Random selection: the floor any real strategy must beat."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..quant.convert import mixed_layers
+from .base import Selection, SelectionStrategy, register_strategy, selection_from_scores
+
+
+@register_strategy("random")
+class RandomSelection(SelectionStrategy):
+    """Groups in a seeded random order."""
+
+    def __init__(self, *, budget: str = "global", seed: int = 0) -> None:
+        self.budget = budget
+        self.seed = seed
+
+    def select(self, model: nn.Module, levels: Sequence[float]) -> Selection:
+        generator = torch.Generator().manual_seed(self.seed)
+        layers = mixed_layers(model, eligible_only=True)
+        # harm per MAC is what gets ranked: uniform random harm per MAC is a uniform random order
+        scores = {name: torch.rand(layer.n_groups, generator=generator, dtype=torch.float64) * layer.group_macs()
+                  for name, layer in layers.items()}
+        return selection_from_scores(model, scores, levels, method=self.name, budget=self.budget,
+                                     provenance={"seed": self.seed})

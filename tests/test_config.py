@@ -1,0 +1,31 @@
+"""Versioned configs: round trip, unknown types and versions refused, validation errors."""
+
+import pytest
+
+from flexiq_search.config import QuantConfig, config_from_dict, config_to_dict
+
+
+def test_round_trip():
+    config = QuantConfig(group_size=4, observer="percentile", extraction="naive", budget="per-layer")
+    payload = config_to_dict(config)
+    assert payload["_type"] == "QuantConfig" and payload["_version"] == 1
+    assert config_from_dict(payload) == config
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"_type": "Evil", "_version": 1, "_data": {}}, "unknown config type"),
+    ({"_type": "QuantConfig", "_version": 99, "_data": {}}, "version 99"),
+    ({"_type": "QuantConfig", "_version": 1, "_data": {"bogus": 1}}, "unknown keys"),
+    ({"group_size": 8}, "not a versioned config"),
+])
+def test_bad_payloads_are_refused(payload, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(payload)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"group_size": 0}, {"observer": "mse"}, {"extraction": "top"}, {"budget": "local"}, {"percentile": 0},
+])
+def test_validation(kwargs):
+    with pytest.raises(ValueError):
+        QuantConfig(**kwargs)
