@@ -50,12 +50,12 @@ def accuracy_tables(checkpoint: Path, samples: int) -> list[dict]:
     prepared = prepare_model("resnet20", "fashion-mnist", str(checkpoint))
     reports = []
     for group_size in (8, 1):
-        for method in ("range", "random"):
+        for method, budget in (("range", "global"), ("random", "global"), ("range", "per-layer")):
             started = time.perf_counter()
-            report = evaluate_ratios(prepared, RATIOS, samples=samples, quant=QuantConfig(group_size=group_size),
-                                     method=method)
-            report["group_size"] = group_size
-            print(f"group {group_size} {method}: " + ", ".join(
+            report = evaluate_ratios(prepared, RATIOS, samples=samples,
+                                     quant=QuantConfig(group_size=group_size, budget=budget), method=method)
+            report["group_size"], report["budget"] = group_size, budget
+            print(f"group {group_size} {method} {budget}: " + ", ".join(
                 f"{r['ratio']:.2f}->{r['top1']:.2f}" for r in report["ratios"]) + f" ({time.perf_counter() - started:.0f} s)",
                 flush=True)
             reports.append(report)
@@ -146,15 +146,16 @@ def render(reports: list[dict], rows: list[dict], checkpoint: Path, seconds: flo
         f"### ResNet-20 on Fashion-MNIST (`{checkpoint.name}`, trained by `flexiq train`), top-1 % on "
         f"{reports[0]['samples']} test images",
         "",
-        "Calibration: 512 training images, min/max observer, global MAC budget; first conv and classifier INT8.",
+        "Calibration: 512 training images, min/max observer; first conv and classifier INT8. Budget: the "
+        "4-bit MAC share spent over all eligible layers (global) or in every layer (per-layer).",
         "",
-        "| group size | selection | FP32 | INT8 | 25% | 50% | 75% | 100% | 4-bit MAC share at 25/50/75% |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| group size | selection | budget | FP32 | INT8 | 25% | 50% | 75% | 100% | 4-bit MAC share at 25/50/75% |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         accs = {e["ratio"]: e["top1"] for e in r["ratios"]}
         shares = "/".join(f"{e['mac_share_4bit']:.3f}" for e in r["ratios"] if 0 < e["ratio"] < 1)
-        lines.append(f"| {r['group_size']} | {r['method']} | {r['fp32']['top1']:.2f} | {r['int8']['top1']:.2f} | "
+        lines.append(f"| {r['group_size']} | {r['method']} | {r['budget']} | {r['fp32']['top1']:.2f} | {r['int8']['top1']:.2f} | "
                      + " | ".join(f"{accs[k]:.2f}" for k in (0.25, 0.5, 0.75, 1.0)) + f" | {shares} |")
     lines += [
         "",

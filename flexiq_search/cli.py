@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list registered models")
 
     demo = sub.add_parser("demo", help="the main job on the embedded default: train (or reuse) and evaluate")
-    demo.add_argument("--epochs", type=positive_int, default=4)
+    demo.add_argument("--epochs", type=positive_int, default=3)
     demo.add_argument("--dataset", default="fashion-mnist")
     return parser
 

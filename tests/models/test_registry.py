@@ -13,11 +13,16 @@ from flexiq_search.selection import apply_selection, create_strategy
 LEVELS = [0.25, 0.5, 0.75, 1.0]
 
 
-def small_model(name: str) -> nn.Module:
+def small_model(name: str, photos: torch.Tensor) -> nn.Module:
+    """A small-input variant whose BatchNorms hold real running statistics, as a trained model's do."""
+    torch.manual_seed(0)
     kwargs = {"num_classes": 10, "in_chans": 3}
     if get_model_entry(name).family == "vit":
         kwargs["img_size"] = 64
-    return create_model(name, **kwargs).eval()
+    model = create_model(name, **kwargs).train()
+    with torch.no_grad():
+        model(photos)
+    return model.eval()
 
 
 def test_registry_lists_the_supported_families():
@@ -33,13 +38,7 @@ def test_registry_lists_the_supported_families():
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_converts_and_switches_ratio(name, sample_photos):
-    torch.manual_seed(0)
-    model = small_model(name)
-    # give BatchNorm real running statistics, as a trained model has
-    model.train()
-    with torch.no_grad():
-        model(sample_photos)
-    model.eval()
+    model = small_model(name, sample_photos)
     with torch.no_grad():
         reference = model(sample_photos)
     qmodel = convert_model(model, [sample_photos[:4], sample_photos[4:]], QuantConfig())
@@ -65,12 +64,7 @@ def test_every_model_converts_and_switches_ratio(name, sample_photos):
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_100", "efficientnet_lite0"])
 def test_batchnorm_folding_preserves_the_float_function(name, sample_photos):
-    torch.manual_seed(0)
-    model = small_model(name)
-    model.train()
-    with torch.no_grad():
-        model(sample_photos)
-    model.eval()
+    model = small_model(name, sample_photos)
     with torch.no_grad():
         before = model(sample_photos)
         folded = fold_batchnorm(model, sample_photos[:2])
