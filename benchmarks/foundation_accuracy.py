@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
@@ -125,6 +126,7 @@ def figure1_rows(checkpoint: Path) -> list[dict]:
     config = resolve_data_config({}, model=effnet)
     augment = create_transform(**config, is_training=True)
     torch.manual_seed(0)
+    random.seed(0)  # timm's RandomResizedCrop draws from Python's generator
     photos = [Image.fromarray(img) for img in load_sample_images().images]
     images = torch.stack([augment(photos[i % 2]) for i in range(32)])
     fold_batchnorm(effnet, images[:2])
