@@ -79,8 +79,7 @@ def layer_inputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tens
 def layer_error(float_model: nn.Module, calibration: list[torch.Tensor], images: torch.Tensor, layer_name: str,
                 group_size: int) -> dict:
     """Relative L2 error of one layer's output vs its float output at 50% 4-bit (per-layer budget)."""
-    folded = float_model
-    float_layer = folded.get_submodule(layer_name)
+    float_layer = float_model.get_submodule(layer_name)
     row = {"layer": layer_name, "group_size": group_size}
     for extraction in ("naive", "shift"):
         qmodel = convert_model(float_model, calibration, QuantConfig(group_size=group_size, extraction=extraction))
@@ -96,9 +95,9 @@ def layer_error(float_model: nn.Module, calibration: list[torch.Tensor], images:
             layer.set_ratio(0)
             row["int8"] = float((layer(x) - reference).norm()) / norm
             layer.set_ratio(0.5)
-            act, weight = layer.effective_operands(x)
-            dtype = torch.float64
-            weights_only = layer.dequantize(layer._accumulate(layer.quantize_input(x).to(dtype), weight.to(dtype)))
+            _, weight = layer.effective_operands(x)  # lowered weights; activations stay INT8 below
+            int8_act = layer.quantize_input(x).double()
+            weights_only = layer.dequantize(layer._accumulate(int8_act, weight.double()))
             row[f"{extraction}_weights"] = float((weights_only - reference).norm()) / norm
             row[f"{extraction}_both"] = float((layer(x) - reference).norm()) / norm
             row["shift_hist"] = np.bincount(layer.weight_shift.flatten().numpy(), minlength=5).tolist()
