@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -29,9 +30,8 @@ from torch import nn
 
 from flexiq_search.config import QuantConfig
 from flexiq_search.evaluation import calibration_batches, evaluate_ratios, prepare_model
-from flexiq_search.quant.convert import convert_model, fold_batchnorm, mixed_layers
-from flexiq_search.selection.base import selection_from_scores
-from flexiq_search.selection.range import range_noise
+from flexiq_search.quant.convert import capture_layer_inputs, convert_model, fold_batchnorm, mixed_layers
+from flexiq_search.selection import create_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "benchmarks" / "artifacts"
@@ -47,8 +47,7 @@ def ensure_checkpoint(epochs: int) -> Path:
     return path
 
 
-def accuracy_tables(checkpoint: Path, samples: int) -> list[dict]:
-    prepared = prepare_model("resnet20", "fashion-mnist", str(checkpoint))
+def accuracy_tables(prepared, samples: int) -> list[dict]:
     reports = []
     for group_size in (8, 1):
         for method, budget in (("range", "global"), ("random", "global"), ("range", "per-layer")):
@@ -63,19 +62,6 @@ def accuracy_tables(checkpoint: Path, samples: int) -> list[dict]:
     return reports
 
 
-def layer_inputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Input of every mixed layer of a converted model on `images`."""
-    captured = {}
-    layers = mixed_layers(model)
-    hooks = [layer.register_forward_pre_hook(lambda m, inp, n=name: captured.__setitem__(n, inp[0]))
-             for name, layer in layers.items()]
-    with torch.no_grad():
-        model(images)
-    for hook in hooks:
-        hook.remove()
-    return captured
-
-
 def layer_error(float_model: nn.Module, calibration: list[torch.Tensor], images: torch.Tensor, layer_name: str,
                 group_size: int) -> dict:
     """Relative L2 error of one layer's output vs its float output at 50% 4-bit (per-layer budget)."""
@@ -84,12 +70,11 @@ def layer_error(float_model: nn.Module, calibration: list[torch.Tensor], images:
     for extraction in ("naive", "shift"):
         qmodel = convert_model(float_model, calibration, QuantConfig(group_size=group_size, extraction=extraction))
         layer = mixed_layers(qmodel)[layer_name]
-        x = layer_inputs(qmodel, images)[layer_name]
+        x = capture_layer_inputs(qmodel, images)[layer_name]
         with torch.no_grad():
             reference = float_layer(x)
             norm = float(reference.norm())
-            selection = selection_from_scores(qmodel, {n: range_noise(l) for n, l in mixed_layers(qmodel, True).items()},
-                                              [0.5], method="range", budget="per-layer")
+            selection = create_strategy("range", budget="per-layer").select(qmodel, [0.5])
             chosen = selection.layers[layer_name]
             layer.apply_selection(chosen.order, chosen.boundaries, [0.5])
             layer.set_ratio(0)
@@ -104,11 +89,10 @@ def layer_error(float_model: nn.Module, calibration: list[torch.Tensor], images:
     return row
 
 
-def figure1_rows(checkpoint: Path) -> list[dict]:
+def figure1_rows(prepared) -> list[dict]:
     rows = []
-    # Fashion-MNIST ResNet-20, a middle 3x3 conv
-    prepared = prepare_model("resnet20", "fashion-mnist", str(checkpoint))
-    model = prepared.model
+    # Fashion-MNIST ResNet-20, a middle 3x3 conv (on a copy: folding changes the module tree)
+    model = copy.deepcopy(prepared.model)
     calib = calibration_batches(prepared.bundle, 256)
     images = torch.stack([prepared.bundle.test[i][0] for i in range(256)])
     fold_batchnorm(model, images[:2])
@@ -197,10 +181,11 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     checkpoint = ensure_checkpoint(args.epochs)
-    rows = figure1_rows(checkpoint)
+    prepared = prepare_model("resnet20", "fashion-mnist", str(checkpoint))
+    rows = figure1_rows(prepared)
     for row in rows:
         print(json.dumps(row), flush=True)
-    reports = accuracy_tables(checkpoint, args.samples)
+    reports = accuracy_tables(prepared, args.samples)
     text = render(reports, rows, checkpoint, time.perf_counter() - started)
     (ARTIFACTS / "foundation_accuracy.json").write_text(json.dumps({"reports": reports, "layer_rows": rows}, indent=1))
     write_section(text)

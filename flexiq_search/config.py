@@ -14,6 +14,7 @@ from typing import Any
 from .quant.arithmetic import EXTRACTION_MODES
 
 CONFIG_TYPES: dict[str, type] = {}
+BUDGET_MODES = ("global", "per-layer")  # where a ratio's 4-bit MAC share is spent
 
 
 def versioned_config(type_name: str, version: int):
@@ -84,5 +85,5 @@ class QuantConfig:
             raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
         if self.extraction not in EXTRACTION_MODES:
             raise ValueError(f"unknown extraction {self.extraction!r}; expected one of {EXTRACTION_MODES}")
-        if self.budget not in ("global", "per-layer"):
-            raise ValueError(f"budget must be 'global' or 'per-layer', got {self.budget!r}")
+        if self.budget not in BUDGET_MODES:
+            raise ValueError(f"budget must be one of {BUDGET_MODES}, got {self.budget!r}")

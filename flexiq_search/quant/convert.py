@@ -160,6 +160,20 @@ def mixed_layers(model: nn.Module, eligible_only: bool = False) -> "OrderedDict[
     )
 
 
+@torch.no_grad()
+def capture_layer_inputs(model: nn.Module, images: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    """The input each mixed layer receives when `model` runs on `images`, by layer name."""
+    captured: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    hooks = [layer.register_forward_pre_hook(lambda _m, inp, name=name: captured.__setitem__(name, inp[0]))
+             for name, layer in mixed_layers(model).items()]
+    try:
+        model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
 def set_ratio(model: nn.Module, ratio: float) -> None:
     """Switch the whole model to a stored 4-bit ratio level: one boundary move per layer."""
     if not 0 <= ratio <= 1:

@@ -89,7 +89,7 @@ class MixedPrecisionLayer(nn.Module):
         raise NotImplementedError
 
     def _view_channels(self, per_channel: torch.Tensor, ndim: int) -> torch.Tensor:
-        """Reshape a [C] tensor to broadcast along this layer's activation channel dimension."""
+        """Reshape a per-channel tensor to broadcast along the channel dimension (inputs and outputs share it)."""
         shape = [1] * ndim
         shape[self.channel_dim] = -1
         return per_channel.view(shape)
@@ -195,14 +195,11 @@ class MixedPrecisionLayer(nn.Module):
 
     def dequantize(self, acc: torch.Tensor) -> torch.Tensor:
         """One float32 dequantization per output channel: acc * s_a * s_w[o] + bias[o]."""
-        scale = self._view_outputs(self.act_scale * self.weight_scale, acc.dim())
+        scale = self._view_channels(self.act_scale * self.weight_scale, acc.dim())
         y = acc.float() * scale
         if self.bias is not None:
-            y = y + self._view_outputs(self.bias, acc.dim())
+            y = y + self._view_channels(self.bias, acc.dim())
         return y
-
-    def _view_outputs(self, per_output: torch.Tensor, ndim: int) -> torch.Tensor:
-        return self._view_channels(per_output, ndim)
 
     # --- selection and ratio --------------------------------------------------------------
     def group_macs(self) -> torch.Tensor:

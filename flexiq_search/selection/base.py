@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..config import BUDGET_MODES
 from ..errors import FlexiqError
 from ..quant.convert import mixed_layers
 
@@ -121,7 +122,7 @@ def selection_from_scores(model: nn.Module, scores: dict[str, torch.Tensor], lev
             bounds = [int(position[k - 1]) if k > 0 else 0 for k in global_bounds]
             selected[name] = LayerSelection(order.tolist(), bounds)
     else:
-        raise ValueError(f"budget must be 'global' or 'per-layer', got {budget!r}")
+        raise ValueError(f"budget must be one of {BUDGET_MODES}, got {budget!r}")
     group_size = next(iter(layers.values())).group_size
     return Selection(method, levels, group_size, selected, dict(provenance or {}, budget=budget))
 
@@ -131,10 +132,16 @@ class SelectionStrategy(abc.ABC):
 
     Life cycle: construct with keyword-only options, then `select(model, levels)` on a converted
     model; the result is a `Selection` that `apply_selection` installs. Strategies must be
-    deterministic for a given seed.
+    deterministic for a given seed. Every strategy takes the MAC budget mode and a seed.
     """
 
     name: str
+
+    def __init__(self, *, budget: str = "global", seed: int = 0) -> None:
+        if budget not in BUDGET_MODES:
+            raise ValueError(f"budget must be one of {BUDGET_MODES}, got {budget!r}")
+        self.budget = budget
+        self.seed = seed
 
     @abc.abstractmethod
     def select(self, model: nn.Module, levels: Sequence[float]) -> Selection:

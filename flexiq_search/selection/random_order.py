@@ -15,10 +15,6 @@ from .base import Selection, SelectionStrategy, register_strategy, selection_fro
 class RandomSelection(SelectionStrategy):
     """Groups in a seeded random order."""
 
-    def __init__(self, *, budget: str = "global", seed: int = 0) -> None:
-        self.budget = budget
-        self.seed = seed
-
     def select(self, model: nn.Module, levels: Sequence[float]) -> Selection:
         generator = torch.Generator().manual_seed(self.seed)
         layers = mixed_layers(model, eligible_only=True)

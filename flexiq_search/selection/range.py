@@ -41,13 +41,11 @@ def range_noise(layer: MixedPrecisionLayer) -> torch.Tensor:
 
 @register_strategy("range")
 class RangeSelection(SelectionStrategy):
-    """Rank groups by estimated noise per MAC (value-range based), fill each level in that order."""
+    """Rank groups by estimated noise per MAC (value-range based), fill each level in that order.
 
-    def __init__(self, *, budget: str = "global", seed: int = 0) -> None:
-        self.budget = budget
-        self.seed = seed  # deterministic anyway; accepted for a uniform strategy interface
+    Deterministic: the seed is accepted for the common strategy interface and not used.
+    """
 
     def select(self, model: nn.Module, levels: Sequence[float]) -> Selection:
         scores = {name: range_noise(layer) for name, layer in mixed_layers(model, eligible_only=True).items()}
         return selection_from_scores(model, scores, levels, method=self.name, budget=self.budget)
-

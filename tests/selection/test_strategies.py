@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from flexiq_search.quant.convert import convert_model, mac_share_4bit, mixed_layers, set_ratio
+from flexiq_search.quant.convert import (
+    capture_layer_inputs, convert_model, mac_share_4bit, mixed_layers, set_ratio,
+)
 from flexiq_search.selection import Selection, apply_selection, create_strategy, list_strategies
 
 LEVELS = [0.25, 0.5, 0.75, 1.0]
@@ -50,20 +52,14 @@ def test_range_noise_estimate_tracks_the_measured_layer_error(trained_resnet20, 
     from flexiq_search.selection.range import range_noise
 
     model = convert_model(trained_resnet20, digits_batches, QuantConfig(group_size=4))
-    inputs = {}
-    hooks = [layer.register_forward_pre_hook(lambda m, inp: inputs.__setitem__(m, inp[0]))
-             for layer in mixed_layers(model, eligible_only=True).values()]
-    with torch.no_grad():
-        model(torch.cat(digits_batches))
-    for hook in hooks:
-        hook.remove()
+    inputs = capture_layer_inputs(model, torch.cat(digits_batches))
     def rank_correlation(a, b):
         ranks = torch.stack([torch.tensor(a).argsort().argsort(), torch.tensor(b).argsort().argsort()]).double()
         return float(torch.corrcoef(ranks)[0, 1])
 
     correlations, all_measured, all_estimated = [], [], []
-    for layer in mixed_layers(model, eligible_only=True).values():
-        x = inputs[layer]
+    for name, layer in mixed_layers(model, eligible_only=True).items():
+        x = inputs[name]
         with torch.no_grad():
             reference = layer(x)
             measured = []
