@@ -167,7 +167,8 @@ def write_section(text: str) -> None:
     existing = RESULTS.read_text() if RESULTS.is_file() else "# Measured results\n\nEvery number here was produced by a script under `benchmarks/`.\n\n"
     if marker_start in existing:
         head, rest = existing.split(marker_start, 1)
-        existing = head + block + rest.split(marker_end, 1)[1].lstrip("\n")
+        after = rest.split(marker_end, 1)[1].lstrip("\n")
+        existing = head + block + ("\n" + after if after else "")
     else:
         existing = existing.rstrip("\n") + "\n\n" + block
     RESULTS.parent.mkdir(exist_ok=True)
