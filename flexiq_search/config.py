@@ -45,6 +45,9 @@ def config_from_dict(payload: dict) -> Any:
     cls = CONFIG_TYPES.get(type_name)
     if cls is None:
         raise ValueError(f"unknown config type {type_name!r}; known: {', '.join(sorted(CONFIG_TYPES))}")
+    upgrade = getattr(cls, "upgrade", None)
+    while upgrade is not None and version < cls._config_version:
+        data, version = upgrade(version, dict(data)), version + 1
     if version != cls._config_version:
         raise ValueError(f"{type_name} version {version} cannot be loaded by this code (expects {cls._config_version})")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -54,7 +57,7 @@ def config_from_dict(payload: dict) -> Any:
     return cls(**data)
 
 
-@versioned_config("QuantConfig", 1)
+@versioned_config("QuantConfig", 2)
 @dataclass(frozen=True)
 class QuantConfig:
     """How a model is turned into a FlexiQ mixed-precision model (method.md, "Quantization scheme").
@@ -64,6 +67,8 @@ class QuantConfig:
     extraction: "shift" (skip unused high bits) or "naive" (always the top 4 bits).
     keep_first_int8 / keep_last_int8: the first conv and the classifier never go 4-bit.
     budget: the 4-bit ratio is a MAC share of all eligible layers ("global") or of each layer.
+    activation_shift: activation extraction shifts fixed at calibration ("static") or taken per
+        sample from the live codes ("dynamic extraction"). Added in version 2.
     """
 
     group_size: int = 8
@@ -73,8 +78,17 @@ class QuantConfig:
     keep_first_int8: bool = True
     keep_last_int8: bool = True
     budget: str = "global"
+    activation_shift: str = "static"
+
+    @staticmethod
+    def upgrade(version: int, data: dict) -> dict:
+        """Bring stored data of `version` to `version + 1`."""
+        if version == 1:
+            data.setdefault("activation_shift", "static")
+        return data
 
     def __post_init__(self) -> None:
+        from .quant.modules import ACTIVATION_SHIFT_MODES
         from .quant.observers import OBSERVERS
 
         if not isinstance(self.group_size, int) or self.group_size < 1:
@@ -87,3 +101,5 @@ class QuantConfig:
             raise ValueError(f"unknown extraction {self.extraction!r}; expected one of {EXTRACTION_MODES}")
         if self.budget not in BUDGET_MODES:
             raise ValueError(f"budget must be one of {BUDGET_MODES}, got {self.budget!r}")
+        if self.activation_shift not in ACTIVATION_SHIFT_MODES:
+            raise ValueError(f"activation_shift must be one of {ACTIVATION_SHIFT_MODES}, got {self.activation_shift!r}")

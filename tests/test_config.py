@@ -6,10 +6,16 @@ from flexiq_search.config import QuantConfig, config_from_dict, config_to_dict
 
 
 def test_round_trip():
-    config = QuantConfig(group_size=4, observer="percentile", extraction="naive", budget="per-layer")
+    config = QuantConfig(group_size=4, observer="percentile", extraction="naive", budget="per-layer",
+                         activation_shift="dynamic")
     payload = config_to_dict(config)
-    assert payload["_type"] == "QuantConfig" and payload["_version"] == 1
+    assert payload["_type"] == "QuantConfig" and payload["_version"] == 2
     assert config_from_dict(payload) == config
+
+
+def test_version_1_is_upgraded_with_static_activation_shifts():
+    stored = {"_type": "QuantConfig", "_version": 1, "_data": {"group_size": 4}}
+    assert config_from_dict(stored) == QuantConfig(group_size=4, activation_shift="static")
 
 
 @pytest.mark.parametrize("payload, message", [
@@ -25,6 +31,7 @@ def test_bad_payloads_are_refused(payload, message):
 
 @pytest.mark.parametrize("kwargs", [
     {"group_size": 0}, {"observer": "mse"}, {"extraction": "top"}, {"budget": "local"}, {"percentile": 0},
+    {"activation_shift": "live"},
 ])
 def test_validation(kwargs):
     with pytest.raises(ValueError):

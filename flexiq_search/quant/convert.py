@@ -141,6 +141,7 @@ def convert_model(model: nn.Module, calibration: Iterable[torch.Tensor], config:
             extraction=config.extraction,
             observer=create_observer(config.observer, **observer_kwargs),
             eligible=name not in kept_int8,
+            activation_shift=config.activation_shift,
         )
         _set_submodule(model, name, mixed)
     model(first)

@@ -11,6 +11,11 @@ input), then `freeze()` quantizes the weights and fixes scales and shifts for go
 The forward computes the integer accumulator of method.md exactly: integer-valued operands in
 float32 when the layer's worst-case partial sum is provably below 2^24 (so every float32 sum is
 exact), float64 otherwise; then one dequantization per output channel.
+
+Activation extraction shifts are static (fixed per group at calibration) or dynamic (per sample
+and group, from the live codes' maximum: what an accelerator computes on the tile it loads).
+`start_qat` / `finish_qat` bracket quantization-aware finetuning: a float latent weight trained
+through straight-through rounding, written back as INT8 codes on the same scales and shifts.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .arithmetic import extraction_shift, int8_range, lowered_codes
+
+ACTIVATION_SHIFT_MODES = ("static", "dynamic")
 from .observers import ActivationObserver
 
 FLOAT32_EXACT_LIMIT = 1 << 24
@@ -33,8 +40,14 @@ class MixedPrecisionLayer(nn.Module):
     channel_dim: int
 
     def __init__(self, float_layer: nn.Module, *, group_size: int, extraction: str,
-                 observer: ActivationObserver, eligible: bool) -> None:
+                 observer: ActivationObserver, eligible: bool, activation_shift: str = "static") -> None:
         super().__init__()
+        if activation_shift not in ACTIVATION_SHIFT_MODES:
+            raise ValueError(f"activation_shift must be one of {ACTIVATION_SHIFT_MODES}, got {activation_shift!r}")
+        self.activation_shift = activation_shift
+        self.qat = False
+        # Set by the fitness evaluator: an output known to be unchanged, returned without compute.
+        self.replay_output: torch.Tensor | None = None
         weight = float_layer.weight.detach()
         self.float_layer: nn.Module | None = float_layer
         self.observer: ActivationObserver | None = observer
@@ -73,6 +86,13 @@ class MixedPrecisionLayer(nn.Module):
         self.register_buffer("level_ratios", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("level_boundaries", torch.zeros(0, dtype=torch.int64))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The selection's buffers are sized by its level count: adopt the stored sizes.
+        for name in ("level_ratios", "level_boundaries"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # --- subclass hooks -------------------------------------------------------------------
     @staticmethod
     def _in_channels(float_layer: nn.Module) -> int:
@@ -96,8 +116,12 @@ class MixedPrecisionLayer(nn.Module):
 
     # --- calibration ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.replay_output is not None:
+            return self.replay_output
         if self.calibrating:
             return self._calibration_forward(x)
+        if self.qat:
+            return self._qat_forward(x)
         acc = self.integer_accumulator(x)
         return self.dequantize(acc)
 
@@ -175,17 +199,37 @@ class MixedPrecisionLayer(nn.Module):
 
     def effective_operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer operands on the INT8 grid: 4-bit groups replaced by their lowered codes."""
-        act = self.quantize_input(x)
-        weight = self.weight_codes.to(torch.int32)
-        if self.boundary > 0:
-            low = self.low_bit_groups()
-            signed = bool(self.act_signed)
-            act_shift = self._view_channels(self.act_shift.to(torch.int32)[self.channel_group], act.dim())
-            act_low = self._view_channels(low[self.channel_group], act.dim())
-            act = torch.where(act_low, lowered_codes(act, act_shift, signed), act)
-            weight_low = low[self.weight_group].view(*self.weight_group.shape, *[1] * (weight.dim() - 2))
-            weight = torch.where(weight_low, lowered_codes(weight, self._weight_shift_per_column(), True), weight)
+        return self._lower_operands(self.quantize_input(x), self.weight_codes.to(torch.int32))
+
+    def _lower_operands(self, act: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replace the 4-bit groups of integer activation and weight codes by their lowered codes."""
+        if self.boundary == 0:
+            return act, weight
+        low = self.low_bit_groups()
+        signed = bool(self.act_signed)
+        act_low = self._view_channels(low[self.channel_group], act.dim())
+        act = torch.where(act_low, lowered_codes(act, self.activation_shifts(act), signed), act)
+        weight_low = low[self.weight_group].view(*self.weight_group.shape, *[1] * (weight.dim() - 2))
+        weight = torch.where(weight_low, lowered_codes(weight, self._weight_shift_per_column(), True), weight)
         return act, weight
+
+    def activation_shifts(self, act: torch.Tensor) -> torch.Tensor:
+        """Extraction shift of every activation code, broadcastable over `act` (int32 codes).
+
+        Static: the calibrated shift of the channel's group. Dynamic: per sample and group, from
+        the largest code that sample holds in the group (so a quiet input keeps its low bits).
+        """
+        if self.activation_shift == "static":
+            return self._view_channels(self.act_shift.to(torch.int32)[self.channel_group], act.dim())
+        n = act.shape[0]
+        channels_last = act.movedim(self.channel_dim, -1).reshape(n, -1, self.in_channels)
+        channel_max = channels_last.abs().amax(dim=1)  # [N, C]
+        group_max = torch.zeros(n, self.n_groups, dtype=channel_max.dtype)
+        group_max.scatter_reduce_(1, self.channel_group.expand(n, -1), channel_max, reduce="amax")
+        shift = extraction_shift(group_max, bool(self.act_signed), self.extraction)[:, self.channel_group]  # [N, C]
+        shape = [n] + [1] * (act.dim() - 1)
+        shape[self.channel_dim] = self.in_channels
+        return shift.view(shape)
 
     def integer_accumulator(self, x: torch.Tensor) -> torch.Tensor:
         """The exact integer accumulator, held in a float tensor (float32 only where provably exact)."""
@@ -200,6 +244,38 @@ class MixedPrecisionLayer(nn.Module):
         if self.bias is not None:
             y = y + self._view_channels(self.bias, acc.dim())
         return y
+
+    # --- quantization-aware finetuning ------------------------------------------------------
+    def start_qat(self) -> None:
+        """Expose a float latent weight (and bias) that straight-through rounding maps to INT8 codes."""
+        scale = self.weight_scale.view(-1, *[1] * (self.weight_codes.dim() - 1))
+        self.qat_weight = nn.Parameter(self.weight_codes.float() * scale)
+        self.qat_bias = None if self.bias is None else nn.Parameter(self.bias.clone())
+        self.qat = True
+
+    def _qat_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The quantized forward with straight-through gradients (float32, not bit-exact)."""
+        scale = self.weight_scale.view(-1, *[1] * (self.weight_codes.dim() - 1))
+        weight = _round_through(self.qat_weight / scale, *int8_range(True))
+        act = _round_through(x / self.act_scale, *int8_range(bool(self.act_signed)))
+        low_act, low_weight = self._lower_operands(act.detach().to(torch.int32), weight.detach().to(torch.int32))
+        act = act + (low_act.float() - act).detach()
+        weight = weight + (low_weight.float() - weight).detach()
+        y = self._accumulate(act, weight) * self._view_channels(self.act_scale * self.weight_scale, x.dim())
+        return y if self.qat_bias is None else y + self._view_channels(self.qat_bias, y.dim())
+
+    @torch.no_grad()
+    def finish_qat(self) -> None:
+        """Write the trained latent weights back as INT8 codes (same scales and shifts)."""
+        if not self.qat:
+            return
+        scale = self.weight_scale.view(-1, *[1] * (self.weight_codes.dim() - 1))
+        self.weight_codes.copy_(torch.round(self.qat_weight / scale).clamp(*int8_range(True)).to(torch.int8))
+        if self.qat_bias is not None:
+            self.bias.copy_(self.qat_bias)
+        del self.qat_weight, self.qat_bias
+        self.qat = False
+        self.exact_float32.fill_(self.accumulator_bound() < FLOAT32_EXACT_LIMIT)
 
     # --- selection and ratio --------------------------------------------------------------
     def group_macs(self) -> torch.Tensor:
@@ -221,6 +297,22 @@ class MixedPrecisionLayer(nn.Module):
         self.level_boundaries = torch.tensor(boundaries, dtype=torch.int64)
         self.boundary = 0
 
+    def set_low_bit_groups(self, low: torch.Tensor) -> None:
+        """Run exactly the groups of a [G] bool mask in 4-bit (used to score search candidates)."""
+        order = torch.cat([low.nonzero().flatten(), (~low).nonzero().flatten()])
+        self.group_order = order
+        self.group_rank = torch.empty_like(order).scatter_(0, order, torch.arange(self.n_groups))
+        self.boundary = int(low.sum())
+
+    def install_shifts(self, extraction: str, act_shift: torch.Tensor, weight_shift: torch.Tensor) -> None:
+        """Adopt the extraction mode and shifts a selection was made with."""
+        if act_shift.shape != self.act_shift.shape or weight_shift.shape != self.weight_shift.shape:
+            raise ValueError("selection shifts do not fit the layer's channel groups")
+        self.extraction = extraction
+        self.act_shift.copy_(act_shift)
+        self.weight_shift.copy_(weight_shift)
+        self.exact_float32.fill_(self.accumulator_bound() < FLOAT32_EXACT_LIMIT)
+
     def set_ratio(self, ratio: float) -> None:
         """Select a stored ratio level: moves one boundary index, nothing else."""
         if ratio == 0:
@@ -233,6 +325,12 @@ class MixedPrecisionLayer(nn.Module):
                 return
             raise ValueError(f"ratio {ratio} is not a stored level {self.level_ratios.tolist()}")
         self.boundary = int(self.level_boundaries[matches.nonzero()[0, 0]])
+
+
+def _round_through(value: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """clamp then round, with the straight-through estimator for the rounding."""
+    clamped = value.clamp(lo, hi)
+    return clamped + (torch.round(clamped) - clamped).detach()
 
 
 class MixedPrecisionConv2d(MixedPrecisionLayer):

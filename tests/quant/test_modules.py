@@ -12,12 +12,12 @@ from flexiq_search.quant.modules import MixedPrecisionConv2d
 from flexiq_search.selection import apply_selection, create_strategy
 
 
-def reference_accumulator(layer, x: torch.Tensor) -> np.ndarray:
+def reference_accumulator(layer, x: torch.Tensor, act_shift: np.ndarray | None = None) -> np.ndarray:
     """int64 accumulator of `layer` on input `x` through the literal formula of method.md."""
     codes = layer.quantize_input(x).numpy().astype(np.int64)
     low = layer.low_bit_groups().numpy()
     weight = layer.weight_codes.numpy().astype(np.int64)
-    act_shift = layer.act_shift.numpy().astype(np.int64)
+    act_shift = layer.act_shift.numpy().astype(np.int64) if act_shift is None else act_shift
     weight_shift = layer.weight_shift.numpy().astype(np.int64)
     signed = bool(layer.act_signed)
     if isinstance(layer, MixedPrecisionConv2d):
@@ -94,6 +94,35 @@ def test_fake_quant_equals_reference_at_every_boundary(name, unsigned):
             scale = mixed._view_channels(mixed.act_scale * mixed.weight_scale, y.dim())
             bias = 0 if mixed.bias is None else mixed._view_channels(mixed.bias, y.dim())
             assert torch.equal(y, torch.from_numpy(expected).float() * scale + bias)
+
+
+def dynamic_shift_of_sample(layer, sample: torch.Tensor) -> np.ndarray:
+    """[G] shifts from one sample's largest code per group, derived with NumPy from arithmetic.py."""
+    from flexiq_search.quant.arithmetic import extraction_shift
+
+    codes = np.abs(layer.quantize_input(sample).numpy().astype(np.int64))
+    channel_axis = 1 if isinstance(layer, MixedPrecisionConv2d) else codes.ndim - 1
+    per_channel = np.moveaxis(codes, channel_axis, -1).reshape(-1, layer.in_channels).max(axis=0)
+    padded = np.zeros(layer.n_groups * layer.group_size, dtype=np.int64)
+    padded[:layer.in_channels] = per_channel
+    return extraction_shift(padded.reshape(layer.n_groups, -1).max(axis=1), bool(layer.act_signed))
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_dynamic_extraction_is_exact_per_sample(name):
+    """Dynamic shifts: each sample's accumulator equals the reference with that sample's own shifts."""
+    torch.manual_seed(2)
+    layer = LAYERS[name]()
+    shape = (3, 4, 20) if name == "linear" else (3, layer.in_channels, 7, 6)
+    x = torch.randn(shape) * torch.tensor([0.2, 1.0, 4.0]).view(-1, *[1] * (len(shape) - 1))  # quiet to loud samples
+    _, mixed = convert_single(layer, x, activation_shift="dynamic")
+    random_selection(mixed, np.random.default_rng(1))
+    mixed.set_ratio(0.5)
+    acc = mixed.integer_accumulator(x).double().numpy()
+    shifts = [dynamic_shift_of_sample(mixed, x[i:i + 1]) for i in range(3)]
+    for i in range(3):
+        assert (acc[i:i + 1] == reference_accumulator(mixed, x[i:i + 1], shifts[i])).all(), i
+    assert shifts[0].sum() < shifts[2].sum(), "a quiet sample keeps more low bits"
 
 
 def test_large_layers_fall_back_to_float64_and_stay_exact():
