@@ -9,6 +9,7 @@ higher level's (nesting).
 from __future__ import annotations
 
 import abc
+import base64
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -21,46 +22,88 @@ from ..errors import FlexiqError
 from ..quant.convert import mixed_layers
 
 SELECTION_FORMAT = "flexiq-selection"
-SELECTION_VERSION = 1
+SELECTION_VERSION = 2  # 2 added the extraction mode and the shifts; version 1 files still load
 
 
 @dataclass
 class LayerSelection:
     order: list[int]  # channel groups, in the order they turn 4-bit
     boundaries: list[int]  # 4-bit group count at each level (non-decreasing)
+    act_shift: list[int] | None = None  # [G] static activation extraction shifts
+    weight_shift: str | None = None  # [O, G] weight extraction shifts, uint8 bytes in base64
 
 
 @dataclass
 class Selection:
-    """Per-layer channel orders and nested per-level boundaries, plus how they were found."""
+    """Per-layer channel orders, nested per-level boundaries and shifts, plus how they were found."""
 
     method: str
     levels: list[float]
     group_size: int
     layers: dict[str, LayerSelection]
     provenance: dict = field(default_factory=dict)
+    extraction: str | None = None  # "shift" or "naive"; None: keep the model's
 
     def to_json(self) -> str:
         return json.dumps({"format": SELECTION_FORMAT, "version": SELECTION_VERSION, **asdict(self)})
 
     @classmethod
     def from_json(cls, text: str) -> "Selection":
-        payload = json.loads(text)
-        if payload.get("format") != SELECTION_FORMAT or payload.get("version") != SELECTION_VERSION:
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FlexiqError(f"selection file is not JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(payload, dict) or payload.get("format") != SELECTION_FORMAT \
+                or payload.get("version") not in (1, SELECTION_VERSION):
             raise FlexiqError("not a flexiq selection of a supported version")
-        layers = {name: LayerSelection(**layer) for name, layer in payload["layers"].items()}
-        return cls(payload["method"], payload["levels"], payload["group_size"], layers, payload.get("provenance", {}))
+        try:
+            layers = {name: LayerSelection(**layer) for name, layer in payload["layers"].items()}
+            return cls(payload["method"], payload["levels"], payload["group_size"], layers,
+                       payload.get("provenance", {}), payload.get("extraction"))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise FlexiqError(f"malformed flexiq selection: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str) -> "Selection":
+        try:
+            text = open(path).read()
+        except OSError as exc:
+            raise FlexiqError(f"cannot read selection {path}: {exc.strerror}") from None
+        return cls.from_json(text)
+
+
+def record_shifts(model: nn.Module, selection: Selection) -> Selection:
+    """Store the model's extraction mode and shifts in the selection (they define its 4-bit operands)."""
+    for name, layer in mixed_layers(model, eligible_only=True).items():
+        chosen = selection.layers[name]
+        chosen.act_shift = layer.act_shift.tolist()
+        chosen.weight_shift = base64.b64encode(layer.weight_shift.numpy().tobytes()).decode()
+        selection.extraction = layer.extraction
+    return selection
 
 
 def apply_selection(model: nn.Module, selection: Selection) -> None:
-    """Install a selection's orders and boundaries into a converted model (ratio reset to 0)."""
+    """Install a selection's orders, boundaries and shifts into a converted model (ratio reset to 0)."""
     layers = mixed_layers(model, eligible_only=True)
     if set(selection.layers) != set(layers):
         missing = sorted(set(layers) ^ set(selection.layers))
         raise FlexiqError(f"selection does not match the model's eligible layers (e.g. {missing[0]})")
+    group_size = next(iter(layers.values())).group_size
+    if selection.group_size != group_size:
+        raise FlexiqError(f"selection was made for group size {selection.group_size}, the model has {group_size}")
     for name, layer in layers.items():
         chosen = selection.layers[name]
-        layer.apply_selection(chosen.order, chosen.boundaries, list(selection.levels))
+        try:
+            layer.apply_selection(chosen.order, chosen.boundaries, list(selection.levels))
+            if chosen.act_shift is not None and chosen.weight_shift is not None:
+                weight_shift = torch.frombuffer(bytearray(base64.b64decode(chosen.weight_shift)), dtype=torch.uint8)
+                if weight_shift.numel() != layer.weight_shift.numel():
+                    raise ValueError("selection shifts do not fit the layer's channel groups")
+                layer.install_shifts(selection.extraction or layer.extraction,
+                                     torch.tensor(chosen.act_shift, dtype=torch.uint8),
+                                     weight_shift.view_as(layer.weight_shift))
+        except ValueError as exc:
+            raise FlexiqError(f"selection does not fit layer {name}: {exc}") from None
 
 
 def validate_levels(levels: Sequence[float]) -> list[float]:
@@ -124,18 +167,21 @@ def selection_from_scores(model: nn.Module, scores: dict[str, torch.Tensor], lev
     else:
         raise ValueError(f"budget must be one of {BUDGET_MODES}, got {budget!r}")
     group_size = next(iter(layers.values())).group_size
-    return Selection(method, levels, group_size, selected, dict(provenance or {}, budget=budget))
+    return record_shifts(model, Selection(method, levels, group_size, selected, dict(provenance or {}, budget=budget)))
 
 
 class SelectionStrategy(abc.ABC):
     """A way of choosing 4-bit channel groups.
 
-    Life cycle: construct with keyword-only options, then `select(model, levels)` on a converted
-    model; the result is a `Selection` that `apply_selection` installs. Strategies must be
-    deterministic for a given seed. Every strategy takes the MAC budget mode and a seed.
+    Life cycle: construct with keyword-only options, then `select(model, levels, images)` on a
+    converted model; the result is a `Selection` that `apply_selection` installs. Strategies must
+    be deterministic for a given seed. Every strategy takes the MAC budget mode and a seed.
+    Strategies that measure (`needs_images`) get calibration images; the others ignore them.
     """
 
     name: str
+    needs_images = False
+    granularity = "group"  # "layer": whole layers switch precision (a coarser MAC budget)
 
     def __init__(self, *, budget: str = "global", seed: int = 0) -> None:
         if budget not in BUDGET_MODES:
@@ -144,8 +190,13 @@ class SelectionStrategy(abc.ABC):
         self.seed = seed
 
     @abc.abstractmethod
-    def select(self, model: nn.Module, levels: Sequence[float]) -> Selection:
+    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
         ...
+
+    def _require_images(self, images: torch.Tensor | None) -> torch.Tensor:
+        if images is None or len(images) == 0:
+            raise FlexiqError(f"selection method {self.name!r} needs calibration images")
+        return images
 
 
 STRATEGIES: dict[str, Callable[..., SelectionStrategy]] = {}

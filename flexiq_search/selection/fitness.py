@@ -1,0 +1,125 @@
+"""End-to-end fitness of a candidate 4-bit assignment, with a layer-prefix activation cache.
+
+Fitness is the distance of the mixed model's logits to the INT8 model's logits on calibration
+images (lower is better), so an error that grows through later layers counts (method.md, "Search").
+
+Most candidates of an evolutionary search differ from an already evaluated one only from some
+layer on. Each layer's output is cached under a key that hashes the 4-bit masks of that layer and
+of every layer executed before it; a layer whose key is cached returns the stored output without
+computing (`MixedPrecisionLayer.replay_output`). Execution order is a topological order of the
+forward pass, so a replayed output is exactly what the layer would compute. The cache is an LRU
+bounded in bytes; `cache_bytes=0` turns it off (for measuring what it saves).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..quant.convert import mixed_layers
+
+FITNESS_METRICS = ("mse", "kl")
+
+
+def logit_distance(logits: torch.Tensor, reference: torch.Tensor, metric: str) -> float:
+    """MSE of logits, or KL(reference || candidate) of the softmax distributions, averaged per image."""
+    if metric == "mse":
+        return float((logits - reference).double().square().mean())
+    if metric == "kl":
+        return float(F.kl_div(F.log_softmax(logits.double(), 1), F.log_softmax(reference.double(), 1),
+                              log_target=True, reduction="batchmean"))
+    raise ValueError(f"unknown fitness metric {metric!r}; expected one of {FITNESS_METRICS}")
+
+
+class FitnessEvaluator:
+    """Scores {eligible layer name: [G] bool 4-bit mask} candidates against the INT8 logits."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, *, metric: str = "mse",
+                 cache_bytes: int = 1 << 30) -> None:
+        if metric not in FITNESS_METRICS:
+            raise ValueError(f"unknown fitness metric {metric!r}; expected one of {FITNESS_METRICS}")
+        self.model = copy.deepcopy(model).eval()  # candidates rewrite group orders: never the caller's
+        self.images = images
+        self.metric = metric
+        self.cache_bytes = cache_bytes
+        self.cache: "OrderedDict[bytes, torch.Tensor]" = OrderedDict()
+        self.cached_bytes = 0
+        self.evaluations = 0  # forward passes run
+        self.layer_calls = 0  # layer forwards requested by those passes
+        self.layer_computes = 0  # of which actually computed (the rest replayed from the cache)
+        self._memo: dict[bytes, float] = {}
+        layers = mixed_layers(self.model)
+        order: list[str] = []
+        hooks = [layer.register_forward_pre_hook(lambda _m, _i, name=name: order.append(name))
+                 for name, layer in layers.items()]
+        for layer in layers.values():
+            layer.set_ratio(0)
+        with torch.no_grad():
+            self.reference = self.model(images)
+        for hook in hooks:
+            hook.remove()
+        self.order = list(dict.fromkeys(order))  # execution order, each layer once
+        self.layers = [layers[name] for name in self.order]
+        self.eligible = [name for name in self.order if layers[name].eligible]
+        self._pending: dict[int, bytes] = {}
+        for index, layer in enumerate(self.layers):
+            layer.register_forward_hook(lambda _m, _i, out, index=index: self._record(index, out))
+
+    def _record(self, index: int, output: torch.Tensor):
+        key = self._pending.pop(index, None)
+        if key is None:
+            return None
+        stored = output.detach().clone()  # later ops may work in place on the returned tensor
+        self.cache[key] = stored
+        self.cached_bytes += stored.numel() * stored.element_size()
+        while self.cached_bytes > self.cache_bytes and self.cache:
+            _, dropped = self.cache.popitem(last=False)
+            self.cached_bytes -= dropped.numel() * dropped.element_size()
+        return None
+
+    def prefix_keys(self, masks: dict[str, torch.Tensor]) -> list[bytes]:
+        """One key per layer in execution order: a hash of its mask and all earlier layers' masks."""
+        keys, digest = [], hashlib.blake2b(digest_size=16)
+        for name in self.order:
+            mask = masks.get(name)
+            digest.update(b"-" if mask is None else mask.to(torch.uint8).numpy().tobytes())
+            digest.update(b"|")
+            keys.append(digest.copy().digest())
+        return keys
+
+    @torch.no_grad()
+    def __call__(self, masks: dict[str, torch.Tensor]) -> float:
+        keys = self.prefix_keys(masks)
+        if keys[-1] in self._memo:
+            return self._memo[keys[-1]]
+        try:
+            for index, (name, layer, key) in enumerate(zip(self.order, self.layers, keys)):
+                self.layer_calls += 1
+                cached = self.cache.get(key)
+                if cached is not None:
+                    self.cache.move_to_end(key)
+                    layer.replay_output = cached.clone()
+                    continue
+                self.layer_computes += 1
+                if name in masks:
+                    layer.set_low_bit_groups(masks[name])
+                if self.cache_bytes > 0:
+                    self._pending[index] = key
+            logits = self.model(self.images)
+        finally:
+            self._pending.clear()
+            for layer in self.layers:
+                layer.replay_output = None
+        self.evaluations += 1
+        fitness = logit_distance(logits, self.reference, self.metric)
+        self._memo[keys[-1]] = fitness
+        return fitness
+
+    def stats(self) -> dict:
+        return {"evaluations": self.evaluations, "layer_calls": self.layer_calls,
+                "layer_computes": self.layer_computes, "cache_mib": self.cached_bytes / 2**20}

@@ -1,0 +1,54 @@
+"""Per-layer error greedy: lower first the groups whose lowering alone adds the least layer error.
+
+Unlike the value-range estimate, the error is measured: each group is lowered on its own and the
+layer's output on calibration inputs (as the INT8 model feeds it) is compared with the INT8
+output. The errors, relative to the layer's output power, are ranked per MAC like any score.
+Each layer is judged alone, so errors that grow through later layers are not seen (the search sees them).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..quant.convert import capture_layer_inputs, mixed_layers
+from .base import Selection, SelectionStrategy, register_strategy, selection_from_scores
+
+
+@torch.no_grad()
+def layer_output_errors(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """[G] per eligible layer: relative output error power when only that group runs in 4-bit."""
+    int8 = copy.deepcopy(model)
+    for layer in mixed_layers(int8).values():
+        layer.boundary = 0
+    inputs = capture_layer_inputs(int8, images)
+    errors = {}
+    for name, layer in mixed_layers(int8, eligible_only=True).items():
+        x = inputs[name]
+        reference = layer.integer_accumulator(x)
+        scale = layer._view_channels(layer.act_scale * layer.weight_scale, reference.dim()).double()
+        power = max(float(layer.output_mean_square), 1e-30)
+        error = torch.zeros(layer.n_groups, dtype=torch.float64)
+        for group in range(layer.n_groups):
+            alone = torch.zeros(layer.n_groups, dtype=torch.bool)
+            alone[group] = True
+            layer.set_low_bit_groups(alone)
+            delta = (layer.integer_accumulator(x) - reference).double() * scale
+            error[group] = float(delta.square().mean()) / power
+        errors[name] = error
+    return errors
+
+
+@register_strategy("greedy-error")
+class GreedyErrorSelection(SelectionStrategy):
+    """Rank groups by measured layer-output error per MAC; fill each level in that order."""
+
+    needs_images = True
+
+    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
+        errors = layer_output_errors(model, self._require_images(images))
+        return selection_from_scores(model, errors, levels, method=self.name, budget=self.budget,
+                                     provenance={"calibration": len(images)})

@@ -1,0 +1,80 @@
+"""The evolutionary search: exact cached fitness, never worse than its seeds, nested levels."""
+
+import copy
+
+import pytest
+import torch
+
+from flexiq_search.quant.convert import convert_model, mac_share_4bit, mixed_layers, set_ratio
+from flexiq_search.selection import apply_selection, create_strategy
+from flexiq_search.selection.fitness import FitnessEvaluator, logit_distance
+
+
+@pytest.fixture(scope="module")
+def converted(trained_resnet20, digits_batches):
+    return convert_model(trained_resnet20, digits_batches)
+
+
+@pytest.fixture(scope="module")
+def images(digits_batches):
+    return digits_batches[0]
+
+
+def random_masks(evaluator, generator, p=0.5):
+    layers = dict(zip(evaluator.order, evaluator.layers))
+    return {name: torch.rand(layers[name].n_groups, generator=generator) < p for name in evaluator.eligible}
+
+
+def test_cached_fitness_equals_uncached_and_saves_layer_computes(converted, images):
+    cached = FitnessEvaluator(converted, images, cache_bytes=1 << 30)
+    plain = FitnessEvaluator(converted, images, cache_bytes=0)
+    generator = torch.Generator().manual_seed(0)
+    parent = random_masks(cached, generator)
+    candidates = [parent]
+    for layer_name in cached.eligible[len(cached.eligible) // 2:]:  # children differing from the middle on
+        child = dict(parent)
+        child[layer_name] = ~parent[layer_name]
+        candidates.append(child)
+    for masks in candidates:
+        assert cached(masks) == plain(masks)
+    assert cached.layer_computes < 0.8 * plain.layer_computes
+    assert plain.layer_computes == plain.layer_calls
+
+
+def test_fitness_of_the_int8_model_is_zero_and_grows_with_the_ratio(converted, images):
+    evaluator = FitnessEvaluator(converted, images)
+    layers = dict(zip(evaluator.order, evaluator.layers))
+    none = {name: torch.zeros(layers[name].n_groups, dtype=torch.bool) for name in evaluator.eligible}
+    every = {name: ~mask for name, mask in none.items()}
+    assert evaluator(none) == 0.0
+    assert evaluator(every) > 0
+    assert logit_distance(evaluator.reference, evaluator.reference, "kl") == pytest.approx(0, abs=1e-12)
+
+
+def test_evolution_is_never_worse_than_its_seeds_on_calibration(converted, images):
+    levels = [0.25, 0.5, 0.75]
+    selection = create_strategy("evolution", population=8, generations=4, seed=1).select(converted, levels, images)
+    model = copy.deepcopy(converted)
+    evaluator = FitnessEvaluator(model, images)
+    for method in ("range", "greedy-error"):
+        baseline = create_strategy(method).select(model, levels, images)
+        apply_selection(model, baseline)
+        set_ratio(model, levels[0])
+        masks = {name: layer.low_bit_groups() for name, layer in mixed_layers(model, eligible_only=True).items()}
+        assert selection.provenance["fitness"][0] <= evaluator(masks) * (1 + 1e-9), method
+    apply_selection(model, selection)
+    shares = []
+    for ratio in levels:
+        set_ratio(model, ratio)
+        shares.append(mac_share_4bit(model))
+    assert shares == sorted(shares) and abs(shares[1] - 0.5) < 0.1
+    assert selection.provenance["evaluations"] > 0 and len(selection.provenance["fitness"]) == len(levels)
+
+
+def test_kl_metric_and_bad_options(converted, images):
+    selection = create_strategy("evolution", population=4, generations=1, metric="kl").select(converted, [0.5], images)
+    assert selection.provenance["metric"] == "kl"
+    with pytest.raises(ValueError):
+        create_strategy("evolution", metric="l1")
+    with pytest.raises(Exception, match="calibration images"):
+        create_strategy("evolution").select(converted, [0.5])
