@@ -7,6 +7,7 @@ stdout alone; progress bars go to stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -63,14 +64,42 @@ def add_quant_options(parser: argparse.ArgumentParser) -> None:
                         help="spend the 4-bit MAC share over the whole model or in every layer")
     parser.add_argument("--int4-first-last", action="store_true",
                         help="let the first conv and the classifier go 4-bit too")
+    parser.add_argument("--dynamic-extraction", action="store_true",
+                        help="activation shifts per sample from the live tensor, not fixed at calibration")
 
 
-def quant_config(args: argparse.Namespace):
-    from .config import QuantConfig
+def quant_config(args: argparse.Namespace, selection=None):
+    """The QuantConfig of the command line, or the one a selection was made with (it must match)."""
+    from .config import QuantConfig, config_from_dict
 
+    if selection is not None and "quant_config" in selection.provenance:
+        config = config_from_dict(selection.provenance["quant_config"])
+        # Dynamic extraction changes no stored value: it may be switched on over any selection.
+        return dataclasses.replace(config, activation_shift="dynamic") if args.dynamic_extraction else config
     return QuantConfig(group_size=args.group_size, observer=args.observer, extraction=args.extraction,
                        budget=args.budget, keep_first_int8=not args.int4_first_last,
-                       keep_last_int8=not args.int4_first_last)
+                       keep_last_int8=not args.int4_first_last,
+                       activation_shift="dynamic" if args.dynamic_extraction else "static")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--checkpoint", default=None, help="flexiq checkpoint; without it, offline pretrained weights")
+    parser.add_argument("--dataset", required=True, help="digits, fashion-mnist or imagefolder:PATH")
+    parser.add_argument("--calibration", type=positive_int, default=None,
+                        help="calibration samples (default 512, or what the selection was made with)")
+
+
+def nonnegative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,15 +118,43 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true")
 
     evaluate = sub.add_parser("evaluate", help="accuracy of FP32, INT8 and each 4-bit ratio")
-    evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--checkpoint", default=None, help="flexiq checkpoint; without it, offline pretrained weights")
-    evaluate.add_argument("--dataset", required=True, help="digits, fashion-mnist or imagefolder:PATH")
+    add_model_options(evaluate)
     evaluate.add_argument("--ratios", type=ratio_list, default=ratio_list(DEFAULT_RATIOS))
-    evaluate.add_argument("--calibration", type=positive_int, default=512, help="calibration samples")
+    evaluate.add_argument("--method", default="range", help="selection method when no --selection is given")
+    evaluate.add_argument("--selection", default=None,
+                          help="a `flexiq select` file (its quantization settings and calibration size are used)")
     evaluate.add_argument("--samples", type=positive_int, default=None, help="evaluate on a fixed test subset")
     evaluate.add_argument("--batch-size", type=positive_int, default=256)
     evaluate.add_argument("--json", action="store_true")
     add_quant_options(evaluate)
+
+    select = sub.add_parser("select", help="choose the 4-bit channel groups of every ratio level")
+    add_model_options(select)
+    select.add_argument("--method", default="evolution", help="evolution, range, greedy-error, random, uniform-int4, hawq")
+    select.add_argument("--ratios", type=ratio_list, default=ratio_list("0.25,0.5,0.75,1"))
+    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--population", type=positive_int, default=16)
+    select.add_argument("--generations", type=nonnegative_int, default=20)
+    select.add_argument("--metric", choices=["mse", "kl"], default="mse", help="fitness: logit distance to INT8")
+    select.add_argument("--out", required=True, help="selection file (.json)")
+    select.add_argument("--json", action="store_true")
+    add_quant_options(select)
+
+    finetune = sub.add_parser("finetune", help="quantization-aware finetuning of the one INT8 model for all ratios")
+    add_model_options(finetune)
+    finetune.add_argument("--selection", default=None, help="a `flexiq select` file; without it, --method selects")
+    finetune.add_argument("--method", default="range")
+    finetune.add_argument("--ratios", type=ratio_list, default=ratio_list("0.25,0.5,0.75,1"))
+    finetune.add_argument("--epochs", type=positive_int, default=1)
+    finetune.add_argument("--lr", type=float, default=1e-4)
+    finetune.add_argument("--train-samples", type=positive_int, default=10000)
+    finetune.add_argument("--batch-size", type=positive_int, default=128)
+    finetune.add_argument("--temperature", type=float, default=2.0)
+    finetune.add_argument("--label-weight", type=float, default=0.0)
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--out", required=True, help="quantized checkpoint (.pt) that `flexiq evaluate` reads")
+    finetune.add_argument("--json", action="store_true")
+    add_quant_options(finetune)
 
     sub.add_parser("models", help="list registered models")
 
@@ -132,14 +189,117 @@ def cmd_train(args: argparse.Namespace) -> None:
               f"({metrics['seconds']:.0f} s); saved {args.out}")
 
 
+def load_selection(args: argparse.Namespace):
+    from .selection import Selection
+
+    return Selection.load(args.selection) if getattr(args, "selection", None) else None
+
+
+def calibration_size(args: argparse.Namespace, selection) -> int:
+    if args.calibration is not None:
+        return args.calibration
+    return int(selection.provenance.get("calibration", 512)) if selection is not None else 512
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_ratios, format_report, prepare_model
 
-    quant = quant_config(args)
+    selection = load_selection(args)
+    quant = quant_config(args, selection)
     prepared = prepare_model(args.model, args.dataset, args.checkpoint)
-    report = evaluate_ratios(prepared, args.ratios, calibration=args.calibration, samples=args.samples,
-                             quant=quant, batch_size=args.batch_size)
+    report = evaluate_ratios(prepared, args.ratios, calibration=calibration_size(args, selection),
+                             samples=args.samples, quant=quant, method=args.method, selection=selection,
+                             batch_size=args.batch_size)
     print(json.dumps(report) if args.json else format_report(report))
+
+
+def converted_with_images(args: argparse.Namespace, selection=None):
+    """(prepared FP32 model, quant config, converted model, calibration images) for select/finetune."""
+    import torch
+
+    from .evaluation import calibration_batches, prepare_model
+    from .quant.convert import convert_model
+
+    quant = quant_config(args, selection)
+    prepared = prepare_model(args.model, args.dataset, args.checkpoint)
+    if prepared.quantized is not None:
+        raise FlexiqError(f"{args.checkpoint} is already quantized; pass the FP32 checkpoint")
+    batches = calibration_batches(prepared.bundle, calibration_size(args, selection))
+    return prepared, quant, convert_model(prepared.model, batches, quant), torch.cat(batches)
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from .config import config_to_dict
+    from .selection import apply_selection, create_strategy
+    from .selection.base import validate_levels
+    from .selection.fitness import FitnessEvaluator
+    from .quant.convert import mac_share_4bit, mixed_layers, set_ratio
+
+    levels = validate_levels(args.ratios)
+    if not levels:
+        raise FlexiqError("--ratios needs at least one level above 0")
+    options = {}
+    if args.method == "evolution":
+        options = {"population": args.population, "generations": args.generations, "metric": args.metric,
+                   "progress": True}
+    prepared, quant, qmodel, images = converted_with_images(args)
+    strategy = create_strategy(args.method, budget=quant.budget, seed=args.seed, **options)
+    started = time.perf_counter()
+    selection = strategy.select(qmodel, levels, images)
+    seconds = time.perf_counter() - started
+    # Every method's levels are scored the same way, so that their fitness can be compared.
+    apply_selection(qmodel, selection)
+    evaluator = FitnessEvaluator(qmodel, images, metric=args.metric)
+    rows = []
+    for ratio in levels:
+        set_ratio(qmodel, ratio)
+        masks = {name: layer.low_bit_groups() for name, layer in mixed_layers(qmodel, eligible_only=True).items()}
+        rows.append({"ratio": ratio, "fitness": evaluator(masks), "mac_share_4bit": mac_share_4bit(qmodel)})
+    selection.provenance.update({
+        "seed": args.seed, "calibration": len(images), "metric": args.metric, "fitness_per_level": rows,
+        "seconds": seconds, "quant_config": config_to_dict(quant), "model": args.model, "dataset": args.dataset,
+    })
+    write_text_atomically(args.out, selection.to_json())
+    result = {"method": selection.method, "seed": args.seed, "levels": rows, "seconds": seconds,
+              "evaluations": int(selection.provenance.get("evaluations", 0))}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.method} selection of {args.model} ({len(images)} calibration images, {seconds:.1f} s, "
+          f"{result['evaluations']} fitness evaluations) -> {args.out}")
+    print(f"{'ratio':>7}{'4-bit MACs':>12}{'fitness (' + args.metric + ')':>18}")
+    for row in rows:
+        print(f"{row['ratio']:>7.0%}{row['mac_share_4bit']:>12.1%}{row['fitness']:>18.5g}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from .finetune import FinetuneConfig, finetune, save_quantized_checkpoint
+    from .selection import apply_selection, create_strategy
+    from .selection.base import validate_levels
+
+    config = FinetuneConfig(epochs=args.epochs, lr=args.lr, train_samples=args.train_samples,
+                            batch_size=args.batch_size, temperature=args.temperature,
+                            label_weight=args.label_weight, seed=args.seed)
+    selection = load_selection(args)
+    prepared, quant, qmodel, images = converted_with_images(args, selection)
+    if selection is None:
+        levels = validate_levels(args.ratios)
+        if not levels:
+            raise FlexiqError("--ratios needs at least one level above 0")
+        selection = create_strategy(args.method, budget=quant.budget, seed=args.seed).select(qmodel, levels, images)
+    apply_selection(qmodel, selection)
+    started = time.perf_counter()
+    summary = finetune(qmodel, prepared.model, prepared.bundle, config)
+    seconds = time.perf_counter() - started
+    save_quantized_checkpoint(args.out, qmodel, prepared.model, model_name=args.model,
+                              model_kwargs=prepared.model_kwargs or {}, dataset=prepared.bundle.name,
+                              input_shape=list(images[:1].shape), selection=selection, finetune_config=config,
+                              metrics={"seconds": seconds, **summary})
+    if args.json:
+        print(json.dumps({"model": args.model, "checkpoint": str(args.out), "seconds": seconds, **summary}))
+    else:
+        print(f"finetuned {args.model} ({selection.method} selection, levels {selection.levels}) for "
+              f"{args.epochs} epoch(s) on {summary['train_samples']} images in {seconds:.0f} s; saved {args.out}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -166,7 +326,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(format_report(report))
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "select": cmd_select, "finetune": cmd_finetune,
+            "models": cmd_models, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from .config import QuantConfig, config_to_dict
 from .data import DatasetBundle, fixed_subset, get_dataset, parse_dataset_spec
 from .errors import FlexiqError
 from .models import create_model, get_model_entry, load_checkpoint_model
+from .models.checkpoint import CHECKPOINT_FORMAT, check_model_name, read_checkpoint
 from .quant.convert import convert_model, mac_share_4bit, set_ratio
 from .selection import Selection, apply_selection, create_strategy
 from .training import accuracy
@@ -23,23 +24,35 @@ from .training import accuracy
 
 @dataclass
 class PreparedModel:
-    """A float model with the data it is evaluated on."""
+    """A float model with the data it is evaluated on; for a quantized (finetuned) checkpoint,
+    also its converted model, selection and quant config, which replace conversion and selection."""
 
     name: str
     model: nn.Module
     bundle: DatasetBundle
+    quantized: nn.Module | None = None
+    selection: Selection | None = None
+    quant: QuantConfig | None = None
+    model_kwargs: dict | None = None  # how the registry rebuilds the model (saved with derived checkpoints)
 
 
 def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None) -> PreparedModel:
     """The FP32 model (from a checkpoint, or offline pretrained weights) and its dataset."""
+    from .finetune import QUANTIZED_FORMAT, is_quantized_checkpoint, load_quantized_checkpoint
+
     get_model_entry(model_name)  # unknown names fail before any data or weights are read
     parse_dataset_spec(dataset)
-    if checkpoint:
-        model, _ = load_checkpoint_model(checkpoint, expected_model=model_name)
-    else:
+    if not checkpoint:
         model = create_model(model_name, pretrained=True).eval()
-    bundle = get_dataset(dataset, model=model)
-    return PreparedModel(model_name, model, bundle)
+        return PreparedModel(model_name, model, get_dataset(dataset, model=model), model_kwargs={})
+    payload = read_checkpoint(checkpoint, formats=(CHECKPOINT_FORMAT, QUANTIZED_FORMAT))
+    check_model_name(checkpoint, payload, model_name)
+    if is_quantized_checkpoint(payload):
+        model, qmodel, selection, quant = load_quantized_checkpoint(payload)
+        return PreparedModel(model_name, model, get_dataset(dataset, model=model), qmodel, selection, quant,
+                             payload["model_kwargs"])
+    model, _ = load_checkpoint_model(checkpoint, expected_model=model_name, payload=payload)
+    return PreparedModel(model_name, model, get_dataset(dataset, model=model), model_kwargs=payload["model_kwargs"])
 
 
 def calibration_batches(bundle: DatasetBundle, samples: int, batch_size: int = 64) -> list[torch.Tensor]:
@@ -53,11 +66,21 @@ def calibration_batches(bundle: DatasetBundle, samples: int, batch_size: int = 6
 def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibration: int = 512,
                     samples: int | None = None, quant: QuantConfig | None = None, method: str = "range",
                     selection: Selection | None = None, batch_size: int = 256, progress: bool = True) -> dict:
-    """FP32, INT8 and per-ratio accuracy, with the MAC share actually run in 4-bit at each level."""
+    """FP32, INT8 and per-ratio accuracy, with the MAC share actually run in 4-bit at each level.
+
+    The selection is, in order of precedence: the quantized checkpoint's, `selection`, or one made
+    by `method` (measuring methods get the calibration images).
+    """
+    if prepared.quantized is not None:
+        if selection is not None:
+            raise FlexiqError("a quantized checkpoint carries its own selection; drop --selection")
+        quant, selection = prepared.quant, prepared.selection
     quant = quant or QuantConfig()
     for ratio in ratios:
         if not 0 <= ratio <= 1:
             raise FlexiqError(f"ratio {ratio} is outside [0, 1]")
+        if selection is not None and ratio > 0 and not any(abs(ratio - lv) < 1e-9 for lv in selection.levels):
+            raise FlexiqError(f"ratio {ratio} is not a level of the selection {selection.levels}")
     bundle = prepared.bundle
     test = fixed_subset(bundle.test, samples)
     classes = bundle.num_classes
@@ -68,12 +91,17 @@ def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibra
 
     report = {"model": prepared.name, "dataset": bundle.name, "samples": len(test)}
     report["fp32"] = measure(prepared.model, "FP32")
-    qmodel = convert_model(prepared.model, calibration_batches(bundle, calibration), quant)
+    batches = calibration_batches(bundle, calibration)
+    if prepared.quantized is not None:
+        qmodel = prepared.quantized
+        set_ratio(qmodel, 0)
+    else:
+        qmodel = convert_model(prepared.model, batches, quant)
     report["int8"] = measure(qmodel, "INT8")
     levels = sorted({float(r) for r in ratios if r > 0})
-    if levels:
-        if selection is None:
-            selection = create_strategy(method, budget=quant.budget).select(qmodel, levels)
+    if selection is None and levels:
+        selection = create_strategy(method, budget=quant.budget).select(qmodel, levels, torch.cat(batches))
+    if selection is not None and prepared.quantized is None:
         apply_selection(qmodel, selection)
     report["ratios"] = []
     for ratio in ratios:
@@ -81,7 +109,8 @@ def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibra
         result = report["int8"] if ratio == 0 else measure(qmodel, f"{ratio:.0%} 4-bit")
         report["ratios"].append({"ratio": float(ratio), **result, "mac_share_4bit": mac_share_4bit(qmodel)})
     report["method"] = selection.method if selection else None
-    report["calibration"] = calibration
+    report["calibration"] = selection.provenance.get("calibration", calibration) if prepared.quantized is not None \
+        else calibration
     report["quant_config"] = config_to_dict(quant)
     return report
 

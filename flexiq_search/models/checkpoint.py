@@ -38,7 +38,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: st
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
+def read_checkpoint(path: str | os.PathLike, formats: tuple[str, ...] = (CHECKPOINT_FORMAT,)) -> dict:
+    """The checkpoint's payload, if it is one of `formats` (other flexiq formats check their own version)."""
     path = Path(path)
     if not path.is_file():
         raise FlexiqError(f"checkpoint not found: {path}")
@@ -46,18 +47,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise FlexiqError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise FlexiqError(f"{path} is not a flexiq checkpoint")
-    if payload.get("version") != CHECKPOINT_VERSION:
+    if not isinstance(payload, dict) or payload.get("format") not in formats:
+        raise FlexiqError(f"{path} is not a flexiq checkpoint" + (
+            f" of a kind this command reads ({', '.join(formats)})" if isinstance(payload, dict) and
+            str(payload.get("format", "")).startswith("flexiq") else ""))
+    if payload["format"] == CHECKPOINT_FORMAT and payload.get("version") != CHECKPOINT_VERSION:
         raise FlexiqError(f"{path}: checkpoint version {payload.get('version')} is not supported")
     return payload
 
 
-def load_checkpoint_model(path: str | os.PathLike, expected_model: str | None = None) -> tuple[nn.Module, dict]:
-    """Rebuild the model a checkpoint was trained as, with its weights."""
-    payload = read_checkpoint(path)
+def check_model_name(path: str | os.PathLike, payload: dict, expected_model: str | None) -> None:
     if expected_model is not None and payload["model"] != expected_model:
         raise FlexiqError(f"{path} holds a {payload['model']} model, not {expected_model}")
+
+
+def load_checkpoint_model(path: str | os.PathLike, expected_model: str | None = None,
+                          payload: dict | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint was trained as, with its weights."""
+    payload = payload or read_checkpoint(path)
+    check_model_name(path, payload, expected_model)
     model = create_model(payload["model"], **payload["model_kwargs"])
     try:
         model.load_state_dict(payload["state_dict"])
