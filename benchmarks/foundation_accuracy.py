@@ -16,7 +16,6 @@ import copy
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import time
@@ -33,9 +32,9 @@ from flexiq_search.evaluation import calibration_batches, evaluate_ratios, prepa
 from flexiq_search.quant.convert import capture_layer_inputs, convert_model, fold_batchnorm, mixed_layers
 from flexiq_search.selection import create_strategy
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "benchmarks" / "artifacts"
-RESULTS = ROOT / "docs" / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ARTIFACTS, ROOT, offline_photo_crops, write_section  # noqa: E402
+
 RATIOS = [0, 0.25, 0.5, 0.75, 1.0]
 
 
@@ -99,19 +98,10 @@ def figure1_rows(prepared) -> list[dict]:
     for group_size in (1, 8):
         rows.append({"model": "resnet20 (Fashion-MNIST)", **layer_error(model, calib, images, "layers.4.conv1", group_size)})
     # pretrained EfficientNet-Lite0 on the two offline photos (random crops)
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-    from timm.data import create_transform, resolve_data_config
-
     from flexiq_search.models import create_model
 
     effnet = create_model("efficientnet_lite0", pretrained=True).eval()
-    config = resolve_data_config({}, model=effnet)
-    augment = create_transform(**config, is_training=True)
-    torch.manual_seed(0)
-    random.seed(0)  # timm's RandomResizedCrop draws from Python's generator
-    photos = [Image.fromarray(img) for img in load_sample_images().images]
-    images = torch.stack([augment(photos[i % 2]) for i in range(32)])
+    images = offline_photo_crops(effnet, 32, seed=0)
     fold_batchnorm(effnet, images[:2])
     calib = [images[:16], images[16:]]
     for group_size in (1, 8):
@@ -160,21 +150,6 @@ def render(reports: list[dict], rows: list[dict], checkpoint: Path, seconds: flo
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section of docs/RESULTS.md, keeping the others."""
-    marker_start, marker_end = "<!-- foundation_accuracy:start -->", "<!-- foundation_accuracy:end -->"
-    block = f"{marker_start}\n{text}{marker_end}\n"
-    existing = RESULTS.read_text() if RESULTS.is_file() else "# Measured results\n\nEvery number here was produced by a script under `benchmarks/`.\n\n"
-    if marker_start in existing:
-        head, rest = existing.split(marker_start, 1)
-        after = rest.split(marker_end, 1)[1].lstrip("\n")
-        existing = head + block + ("\n" + after if after else "")
-    else:
-        existing = existing.rstrip("\n") + "\n\n" + block
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(existing)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
@@ -189,7 +164,7 @@ def main() -> None:
     reports = accuracy_tables(prepared, args.samples)
     text = render(reports, rows, checkpoint, time.perf_counter() - started)
     (ARTIFACTS / "foundation_accuracy.json").write_text(json.dumps({"reports": reports, "layer_rows": rows}, indent=1))
-    write_section(text)
+    write_section("foundation_accuracy", text)
     print(text)
 
 

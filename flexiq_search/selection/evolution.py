@@ -11,9 +11,9 @@ share back on target, dropping the most harmful and adding the least harmful gro
 value-range estimate) among a few random picks. The search stops early when the best fitness
 has not improved for `patience` generations.
 
-The first population holds the value-range ranking's fill and the per-layer error greedy fill
-(each topped up from the frozen set), then mutated copies of them: the search can only improve
-on its seeds' calibration fitness, since the elite is kept.
+The first population holds the fills of the value-range ranking, the per-layer error greedy
+ranking and a seeded random ranking (each topped up from the frozen set), then mutated copies of
+them: the search can only improve on its seeds' calibration fitness, since the elite is kept.
 """
 
 from __future__ import annotations
@@ -143,7 +143,9 @@ class EvolutionarySelection(SelectionStrategy):
         genes = Chromosomes(model, evaluator.eligible, self.budget)
         errors = layer_output_errors(model, images)
         seed_harms = {"range": genes.range_harm,
-                      "greedy-error": torch.cat([errors[n] for n in genes.names]) / genes.macs}
+                      "greedy-error": torch.cat([errors[n] for n in genes.names]) / genes.macs,
+                      "random": torch.rand(len(genes.macs), generator=torch.Generator().manual_seed(self.seed),
+                                           dtype=torch.float64)}
 
         frozen = torch.zeros(len(genes.macs), dtype=torch.bool)
         added_per_level, fitness_per_level, generations_run = [], [], []
@@ -167,7 +169,9 @@ class EvolutionarySelection(SelectionStrategy):
         provenance = {
             "seed": self.seed, "budget": self.budget, "metric": self.metric, "population": self.population,
             "generations": self.generations, "generations_run": generations_run, "fitness": fitness_per_level,
-            "calibration": len(images), "seconds": time.perf_counter() - started, **evaluator.stats(),
+            "calibration": len(images), **evaluator.stats(),
+            # wall times: the only provenance that differs between two runs with one seed
+            "timing": {"seconds": time.perf_counter() - started, "forward_seconds": evaluator.forward_seconds},
         }
         group_size = mixed_layers(model, eligible_only=True)[genes.names[0]].group_size
         return record_shifts(model, Selection(self.name, levels, group_size, selected, provenance))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import time
 from collections import OrderedDict
 
 import torch
@@ -52,6 +53,7 @@ class FitnessEvaluator:
         self.evaluations = 0  # forward passes run
         self.layer_calls = 0  # layer forwards requested by those passes
         self.layer_computes = 0  # of which actually computed (the rest replayed from the cache)
+        self.forward_seconds = 0.0  # wall time inside model forwards (the rest of a search is bookkeeping)
         self._memo: dict[bytes, float] = {}
         layers = mixed_layers(self.model)
         order: list[str] = []
@@ -110,7 +112,9 @@ class FitnessEvaluator:
                     layer.set_low_bit_groups(masks[name])
                 if self.cache_bytes > 0:
                     self._pending[index] = key
+            started = time.perf_counter()
             logits = self.model(self.images)
+            self.forward_seconds += time.perf_counter() - started
         finally:
             self._pending.clear()
             for layer in self.layers:

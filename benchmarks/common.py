@@ -1,0 +1,44 @@
+"""What the benchmark scripts share: their section of docs/RESULTS.md and the offline photo crops."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "benchmarks" / "artifacts"
+RESULTS = ROOT / "docs" / "RESULTS.md"
+
+
+def write_section(name: str, text: str) -> None:
+    """Replace the `name` section of docs/RESULTS.md (between its markers), keeping the others."""
+    marker_start, marker_end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{marker_start}\n{text}{marker_end}\n"
+    existing = RESULTS.read_text() if RESULTS.is_file() else "# Measured results\n\nEvery number here was produced by a script under `benchmarks/`.\n\n"
+    if marker_start in existing:
+        head, rest = existing.split(marker_start, 1)
+        after = rest.split(marker_end, 1)[1].lstrip("\n")
+        existing = head + block + ("\n" + after if after else "")
+    else:
+        existing = existing.rstrip("\n") + "\n\n" + block
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(existing)
+
+
+def offline_photo_crops(model: torch.nn.Module, count: int, seed: int) -> torch.Tensor:
+    """Random resized crops (timm's training transform for `model`) of scikit-learn's two photos.
+
+    The only natural RGB images available offline: enough to compare a quantized model's top-1
+    with its FP32 model's, not to measure ImageNet accuracy.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from timm.data import create_transform, resolve_data_config
+
+    transform = create_transform(**resolve_data_config({}, model=model), is_training=True)
+    torch.manual_seed(seed)
+    random.seed(seed)  # timm's RandomResizedCrop draws from Python's generator
+    photos = [Image.fromarray(img) for img in load_sample_images().images]
+    return torch.stack([transform(photos[i % 2]) for i in range(count)])
