@@ -75,7 +75,8 @@ def quant_config(args: argparse.Namespace, selection=None):
     if selection is not None and "quant_config" in selection.provenance:
         config = config_from_dict(selection.provenance["quant_config"])
         # Dynamic extraction changes no stored value: it may be switched on over any selection.
-        return dataclasses.replace(config, activation_shift="dynamic") if args.dynamic_extraction else config
+        dynamic = getattr(args, "dynamic_extraction", False)
+        return dataclasses.replace(config, activation_shift="dynamic") if dynamic else config
     return QuantConfig(group_size=args.group_size, observer=args.observer, extraction=args.extraction,
                        budget=args.budget, keep_first_int8=not args.int4_first_last,
                        keep_last_int8=not args.int4_first_last,
@@ -311,8 +312,9 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Train a ResNet-20 once (reused afterwards) and print its FlexiQ accuracy table."""
+    """Train a ResNet-20 once, search its 4-bit channels once (both reused afterwards), print its table."""
     from .evaluation import evaluate_ratios, format_report, prepare_model
+    from .selection import Selection
 
     checkpoint = data_home() / f"resnet20-{args.dataset}-e{args.epochs}.pt"
     if checkpoint.is_file():
@@ -321,8 +323,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"training resnet20 on {args.dataset} for {args.epochs} epochs -> {checkpoint}", file=sys.stderr)
         cmd_train(argparse.Namespace(model="resnet20", dataset=args.dataset, epochs=args.epochs, out=checkpoint,
                                      batch_size=128, lr=0.1, train_samples=None, seed=0, json=False))
+    selection_path = checkpoint.with_name(checkpoint.stem + "-evolution.json")
+    if selection_path.is_file():
+        print(f"reusing {selection_path}", file=sys.stderr)
+    else:
+        print(f"evolutionary channel selection -> {selection_path}", file=sys.stderr)
+        cmd_select(build_parser().parse_args([
+            "select", "--model", "resnet20", "--checkpoint", str(checkpoint), "--dataset", args.dataset,
+            "--calibration", "256", "--population", "12", "--generations", "8", "--metric", "kl",
+            "--out", str(selection_path)]))
     prepared = prepare_model("resnet20", args.dataset, str(checkpoint))
-    report = evaluate_ratios(prepared, ratio_list(DEFAULT_RATIOS))
+    selection = Selection.load(str(selection_path))
+    report = evaluate_ratios(prepared, ratio_list(DEFAULT_RATIOS), calibration=256, selection=selection,
+                             quant=quant_config(args, selection))
     print(format_report(report))
 
 

@@ -76,3 +76,21 @@ def test_corrupt_checkpoint_is_refused_by_the_real_command(tmp_path, checkpoint)
 def test_checkpoint_of_another_model_is_refused(checkpoint, capsys):
     assert main(["evaluate", "--model", "resnet18", "--checkpoint", str(checkpoint), "--dataset", "digits"]) == 2
     assert "holds a resnet20 model" in capsys.readouterr().err
+
+
+def test_demo_trains_searches_and_reuses(tmp_path):
+    """The main job end to end on the small data set; a second run reuses checkpoint and selection."""
+    env_home = {"FLEXIQ_HOME": str(tmp_path)}
+    first = run_cli_env(env_home, "demo", "--dataset", "digits", "--epochs", "1")
+    assert first.returncode == 0, first.stderr
+    assert "evolutionary channel selection" in first.stderr and "100% 4-bit" in first.stdout
+    assert (tmp_path / "resnet20-digits-e1-evolution.json").is_file()
+    second = run_cli_env(env_home, "demo", "--dataset", "digits", "--epochs", "1")
+    assert second.returncode == 0 and second.stderr.count("reusing") == 2
+    assert first.stdout.endswith(second.stdout), "the same table from the reused files"
+
+
+def run_cli_env(extra_env, *args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **extra_env)
+    return subprocess.run([sys.executable, "-m", "flexiq_search.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=600)

@@ -96,16 +96,19 @@ class Chromosomes:
         return flat
 
     def mutate(self, flat: torch.Tensor, frozen: torch.Tensor, swaps: int, rng: random.Random) -> torch.Tensor:
-        """Swap a free 4-bit group with an 8-bit group inside one layer, `swaps` times."""
+        """Swap a free 4-bit group with an 8-bit group inside one layer (one that has both), `swaps` times."""
         flat = flat.clone()
         for _ in range(swaps):
-            layer = rng.randrange(len(self.names))
+            free_low = torch.zeros(len(self.names)).index_add_(0, self.layer_of, (flat & ~frozen).float())
+            high = torch.zeros(len(self.names)).index_add_(0, self.layer_of, (~flat).float())
+            layers = ((free_low > 0) & (high > 0)).nonzero().flatten().tolist()
+            if not layers:
+                break
+            layer = rng.choice(layers)
             span = range(self.starts[layer], self.starts[layer] + self.sizes[layer])
-            low = [i for i in span if flat[i] and not frozen[i]]
-            high = [i for i in span if not flat[i]]
-            if low and high:
-                flat[rng.choice(low)] = False
-                flat[rng.choice(high)] = True
+            lowered = rng.choice([i for i in span if flat[i] and not frozen[i]])
+            raised = rng.choice([i for i in span if not flat[i]])
+            flat[lowered], flat[raised] = False, True
         return flat
 
     def crossover(self, first: torch.Tensor, second: torch.Tensor, rng: random.Random) -> torch.Tensor:
