@@ -212,7 +212,8 @@ def efficientnet_agreement(state: dict) -> None:
         save_state(state)
     for method, options in (("uniform-int4", {}), ("random", {}), ("range", {}), ("hawq", {"probes": 2}),
                             ("greedy-error", {}),
-                            ("evolution", {"population": 8, "generations": 6, "patience": 3, "progress": True})):
+                            ("evolution", {"population": 8, "generations": 6, "patience": 3, "metric": "kl",
+                                           "progress": True})):
         if method in done:
             continue
         started = time.perf_counter()
@@ -224,8 +225,19 @@ def efficientnet_agreement(state: dict) -> None:
             set_ratio(qmodel, ratio)
             row["agreement"][str(ratio)] = agreement(qmodel)
         done[method] = row
+        done.setdefault("selections", {})[method] = selection.to_json()
         save_state(state)
         print(f"efficientnet {method}: {row}", flush=True)
+    if "evolution+dynamic" not in done and "evolution" in done.get("selections", {}):
+        dynamic = convert_model(model, calibration.split(32), QuantConfig(activation_shift="dynamic"))
+        apply_selection(dynamic, Selection.from_json(done["selections"]["evolution"]))
+        row = {"agreement": {}, "select_seconds": done["evolution"]["select_seconds"]}
+        for ratio in LEVELS:
+            set_ratio(dynamic, ratio)
+            row["agreement"][str(ratio)] = agreement(dynamic)
+        done["evolution+dynamic"] = row
+        save_state(state)
+        print(f"efficientnet evolution+dynamic: {row}", flush=True)
 
 
 METHOD_ROWS = ["uniform-int4", "uniform-int4+finetune", "random", "range", "hawq", "greedy-error", "evolution",
@@ -306,10 +318,11 @@ def render(state: dict, seconds: float) -> str:
         lines += ["### Pretrained EfficientNet-Lite0 (ImageNet weights): top-1 agreement with FP32, %", "",
                   f"256 random resized crops of scikit-learn's two offline photos (no labelled ImageNet here); "
                   f"calibration and search on other crops of the same photos (16 for the search). "
-                  f"INT8 agrees on {effnet['int8']:.1f}%. Evolution: population 8, up to 6 generations.", "",
+                  f"INT8 agrees on {effnet['int8']:.1f}%. Evolution: population 8, up to 6 generations, KL fitness; "
+                  f"its selection is also evaluated with dynamic extraction.", "",
                   "| method | 25% | 50% | 75% | 100% | selection seconds |", "|---|---|---|---|---|---|"]
         for method, row in effnet.items():
-            if method == "int8":
+            if method in ("int8", "selections"):
                 continue
             lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(
                 f"{row['agreement'][str(r)]:.1f}" for r in LEVELS) + f" | {row['select_seconds']:.0f} |")
