@@ -191,6 +191,30 @@ def search_speed(state: dict) -> None:
     save_state(state)
 
 
+def forward_profile(state: dict) -> None:
+    """Which operators a candidate evaluation spends its time in (torch profiler, self CPU time)."""
+    if "profile" in state:
+        return
+    prepared = prepare_model("resnet20", "fashion-mnist", str(ensure_checkpoint("resnet20")))
+    batches = calibration_batches(prepared.bundle, 512)
+    static = convert_model(prepared.model, batches, QuantConfig())
+    images = torch.cat(batches)[:256]
+    apply_selection(static, create_strategy("range").select(static, [0.5]))
+    set_ratio(static, 0.5)
+    with torch.no_grad():
+        static(images)  # warm-up
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            for _ in range(3):
+                static(images)
+    events = profiler.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    shares = {e.key: e.self_cpu_time_total / total for e in events}
+    top = dict(sorted(shares.items(), key=lambda kv: -kv[1])[:8])
+    state["profile"] = {"top_ops": top, "convolution": sum(v for k, v in shares.items() if "conv" in k)}
+    save_state(state)
+    print(f"profile: {state['profile']}", flush=True)
+
+
 def efficientnet_agreement(state: dict) -> None:
     """Top-1 agreement with FP32 of the pretrained EfficientNet-Lite0, on 256 crops of the offline photos."""
     done = state.setdefault("efficientnet", {})
@@ -258,11 +282,12 @@ def render(state: dict, seconds: float) -> str:
     lines = [
         "## Channel selection: methods side by side (the paper's Tables 2 and 7)",
         "",
-        f"Produced by `benchmarks/selection_accuracy.py` (last run {seconds / 60:.0f} min on {os.cpu_count()} cores, "
-        f"{cpu}, torch {torch.__version__}). Fake-quant forward with the exact integer arithmetic, CPU. "
+        f"Produced by `benchmarks/selection_accuracy.py` on {os.cpu_count()} cores ({cpu}, torch {torch.__version__}); "
+        "its stages resume from `benchmarks/artifacts/selection_accuracy.json`, which also holds every "
+        "selection and per-row timings. Fake-quant forward with the exact integer arithmetic, CPU. "
         "Group size 8, global MAC budget, first conv and classifier INT8, min/max calibration on 512 training "
-        "images; searches and fitness use 256 of them. Fitness = logit MSE to the INT8 model on those images "
-        "(lower is better), in both metrics the search offers. Evolution: population 16, up to 20 generations per level, early stop after 6 "
+        "images; searches and fitness use 256 of them. Fitness columns: logit MSE and KL(INT8 || candidate) "
+        "on those images, the two metrics the search offers (lower is better). Evolution: population 16, up to 20 generations per level, early stop after 6 "
         "without improvement. Finetuning: 1 epoch over 20k training images, Adam 1e-4, distillation from FP32 "
         "(temperature 2), a ratio level sampled per batch.",
         "",
@@ -313,6 +338,11 @@ def render(state: dict, seconds: float) -> str:
         lines += ["", f"Speed-up of the prefix cache, measured side by side in one run: "
                   f"{b['evaluations_per_second'] / a['evaluations_per_second']:.2f}x evaluations per second "
                   f"(same fitness: {a['fitness']:.6g} vs {b['fitness']:.6g}).", ""]
+    profile = state.get("profile")
+    if profile:
+        lines += ["Inside a candidate's forward (ResNet-20, 256 images, 50% level; torch profiler, self CPU time): "
+                  f"convolutions {profile['convolution']:.0%}; top operators "
+                  + ", ".join(f"`{k}` {v:.0%}" for k, v in profile["top_ops"].items()) + ".", ""]
     effnet = state.get("efficientnet")
     if effnet and len(effnet) > 1:
         lines += ["### Pretrained EfficientNet-Lite0 (ImageNet weights): top-1 agreement with FP32, %", "",
@@ -324,7 +354,8 @@ def render(state: dict, seconds: float) -> str:
         for method, row in effnet.items():
             if method in ("int8", "selections"):
                 continue
-            lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(
+            label = {"evolution": "evolution, KL fitness"}.get(method, LABELS.get(method, method))
+            lines.append(f"| {label} | " + " | ".join(
                 f"{row['agreement'][str(r)]:.1f}" for r in LEVELS) + f" | {row['select_seconds']:.0f} |")
         lines.append("")
     return "\n".join(lines)
@@ -334,7 +365,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10000)
     parser.add_argument("--fresh", action="store_true")
-    parser.add_argument("--stages", default="table2,speed,efficientnet")
+    parser.add_argument("--stages", default="table2,speed,profile,efficientnet")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny searches and samples, separate state file, RESULTS.md untouched")
     args = parser.parse_args()
@@ -354,6 +385,8 @@ def main() -> None:
             table2(name, args.samples, state)
     if "speed" in stages:
         search_speed(state)
+    if "profile" in stages:
+        forward_profile(state)
     if "efficientnet" in stages:
         efficientnet_agreement(state)
     text = render(state, time.perf_counter() - started)
