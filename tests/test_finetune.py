@@ -23,4 +23,5 @@ def test_finetuning_recovers_the_all_4bit_model(trained_resnet20, digits, digits
     assert acc_after > acc_before + 5, (acc_before, acc_after)
     for layer in mixed_layers(model).values():
         assert layer.weight_codes.dtype == torch.int8 and not layer.qat
-        assert layer.boundary in layer.level_boundaries.tolist()
+    for layer in mixed_layers(model, eligible_only=True).values():
+        assert layer.boundary == layer.n_groups, "the selection's levels survive finetuning"

@@ -37,7 +37,7 @@ def test_mutation_swaps_inside_layers_and_crossover_exchanges_whole_layers(genes
     genes = Chromosomes(model, order, "global")
     rng = random.Random(1)
     frozen = torch.zeros(len(genes.macs), dtype=torch.bool)
-    parent = genes.fill(frozen, genes.range_harm, 0.5)
+    parent = torch.rand(len(genes.macs), generator=torch.Generator().manual_seed(0)) < 0.5  # mixed layers
     child = genes.mutate(parent, frozen, 3, rng)
     assert not torch.equal(child, parent)
     per_layer = lambda flat: torch.zeros(len(genes.names)).index_add_(0, genes.layer_of, flat.float())  # noqa: E731
