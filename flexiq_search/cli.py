@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import FlexiqError
 
 EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3  # a latency backend that cannot run on this machine
 DEFAULT_RATIOS = "0,0.25,0.5,0.75,1"
 
 
@@ -156,6 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--out", required=True, help="quantized checkpoint (.pt) that `flexiq evaluate` reads")
     finetune.add_argument("--json", action="store_true")
     add_quant_options(finetune)
+
+    latency = sub.add_parser("latency", help="latency of each ratio level on a backend (simulated or measured)")
+    latency.add_argument("--backend", default="npu-sim")
+    latency.add_argument("--model", required=True)
+    latency.add_argument("--checkpoint", default=None, help="FP32 checkpoint (without it: random weights, shapes only)")
+    latency.add_argument("--dataset", default=None, help="calibration data; without it, random images")
+    latency.add_argument("--image-size", type=positive_int, default=224, help="input size without --dataset")
+    latency.add_argument("--in-chans", type=positive_int, default=3)
+    latency.add_argument("--batch", type=positive_int, default=1)
+    latency.add_argument("--ratios", type=ratio_list, default=ratio_list(DEFAULT_RATIOS))
+    latency.add_argument("--method", default="range", help="selection method when no --selection is given")
+    latency.add_argument("--selection", default=None)
+    latency.add_argument("--calibration", type=positive_int, default=None)
+    latency.add_argument("--rows", type=positive_int, default=32, help="npu-sim: PE array rows")
+    latency.add_argument("--cols", type=positive_int, default=32, help="npu-sim: PE array columns")
+    latency.add_argument("--dataflow", choices=["os", "ws"], default="os", help="npu-sim: output or weight stationary")
+    latency.add_argument("--clock-mhz", type=float, default=1000.0)
+    latency.add_argument("--dram-bytes-per-cycle", type=float, default=64.0)
+    latency.add_argument("--json", action="store_true")
+    add_quant_options(latency)
 
     sub.add_parser("models", help="list registered models")
 
@@ -303,6 +324,60 @@ def cmd_finetune(args: argparse.Namespace) -> None:
               f"{args.epochs} epoch(s) on {summary['train_samples']} images in {seconds:.0f} s; saved {args.out}")
 
 
+def cmd_latency(args: argparse.Namespace) -> None:
+    """Latency per ratio: the backend is checked first, so an unavailable one fails before any work."""
+    import torch
+
+    from kernels.npu_sim import NpuConfig
+    from .latency import create_backend
+    from .models import create_model, get_model_entry
+    from .quant.convert import convert_model
+    from .selection import apply_selection, create_strategy
+    from .selection.base import validate_levels
+
+    options = {}
+    if args.backend == "npu-sim":
+        options["config"] = NpuConfig(rows=args.rows, cols=args.cols, dataflow=args.dataflow, clock_mhz=args.clock_mhz,
+                                      dram_bytes_per_cycle=args.dram_bytes_per_cycle)
+    backend = create_backend(args.backend, **options)
+    selection = load_selection(args)
+    quant = quant_config(args, selection)
+    levels = validate_levels(args.ratios)
+    if args.dataset:
+        prepared, quant, qmodel, images = converted_with_images(args, selection)
+        float_model = prepared.model
+    else:
+        get_model_entry(args.model)
+        if args.checkpoint:
+            from .models import load_checkpoint_model
+
+            float_model, _ = load_checkpoint_model(args.checkpoint, expected_model=args.model)
+        else:
+            float_model = create_model(args.model, in_chans=args.in_chans).eval()
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randn(calibration_size(args, selection) if args.calibration else 16, args.in_chans,
+                             args.image_size, args.image_size, generator=generator)
+        qmodel = convert_model(float_model, images.split(8), quant)
+    if selection is None and levels:
+        selection = create_strategy(args.method, budget=quant.budget).select(qmodel, levels, images)
+    if selection is not None:
+        apply_selection(qmodel, selection)
+    example = images[:1].expand(args.batch, *images.shape[1:])
+    result = backend.measure(qmodel, example, args.ratios, args.model)
+    result["selection"] = selection.method if selection else None
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.model} on {backend.name} ({result['provenance']}; {result['hardware'].get('simulator', '')}), "
+          f"batch {result['batch']}, selection {result['selection']}")
+    print(f"{'ratio':>7}{'latency us':>14}{'cycles':>14}{'speed-up':>10}")
+    for row in result["ratios"]:
+        cycles = "-" if row["cycles"] is None else str(row["cycles"])
+        print(f"{row['ratio']:>7.0%}{row['latency_us']:>14.1f}{cycles:>14}{row['speedup_vs_int8']:>9.3f}x")
+    if result["switch_us"] is not None:
+        print(f"ratio switch: {result['switch_us']:.3f} us")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from .models import get_model_entry, list_models
 
@@ -340,13 +415,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "select": cmd_select, "finetune": cmd_finetune,
-            "models": cmd_models, "demo": cmd_demo}
+            "latency": cmd_latency, "models": cmd_models, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .latency.base import BackendUnavailable
+
     try:
         COMMANDS[args.command](args)
+    except BackendUnavailable as exc:
+        print(f"flexiq: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except (FlexiqError, ValueError) as exc:
         print(f"flexiq: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,0 +1,60 @@
+"""The latency backend base class and registry."""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import FlexiqError
+
+
+class BackendUnavailable(FlexiqError):
+    """This backend cannot run on this machine (the reason is the message)."""
+
+
+class LatencyBackend(abc.ABC):
+    """Latency of a converted model (selection applied) at each ratio level."""
+
+    name: str
+    provenance: str  # "measured" or "simulated"
+
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot run here, or None."""
+        return None
+
+    @abc.abstractmethod
+    def hardware(self) -> dict:
+        ...
+
+    @abc.abstractmethod
+    def measure(self, model: nn.Module, example: torch.Tensor, ratios: Sequence[float], model_name: str) -> dict:
+        ...
+
+
+BACKENDS: dict[str, Callable[..., LatencyBackend]] = {}
+
+
+def register_backend(name: str):
+    def wrap(cls):
+        cls.name = name
+        BACKENDS[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_backends() -> list[str]:
+    return sorted(BACKENDS)
+
+
+def create_backend(name: str, **kwargs) -> LatencyBackend:
+    if name not in BACKENDS:
+        raise FlexiqError(f"unknown latency backend {name!r}; known: {', '.join(list_backends())}")
+    backend = BACKENDS[name](**kwargs)
+    reason = backend.unavailable_reason()
+    if reason:
+        raise BackendUnavailable(f"backend {name} cannot run here: {reason}")
+    return backend
