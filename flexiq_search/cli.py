@@ -355,8 +355,8 @@ def cmd_latency(args: argparse.Namespace) -> None:
         else:
             float_model = create_model(args.model, in_chans=args.in_chans).eval()
         generator = torch.Generator().manual_seed(0)
-        images = torch.randn(calibration_size(args, selection) if args.calibration else 16, args.in_chans,
-                             args.image_size, args.image_size, generator=generator)
+        images = torch.randn(args.calibration or 16, args.in_chans, args.image_size, args.image_size,
+                             generator=generator)
         qmodel = convert_model(float_model, images.split(8), quant)
     if selection is None and levels:
         selection = create_strategy(args.method, budget=quant.budget).select(qmodel, levels, images)

@@ -75,22 +75,21 @@ class NpuSimBackend(LatencyBackend):
 
     def measure(self, model: nn.Module, example: torch.Tensor, ratios: Sequence[float], model_name: str) -> dict:
         shapes = layer_gemms(model, example)
-        layers = mixed_layers(model)
-        results = []
-        for ratio in ratios:
+        layers = {name: layer for name, layer in mixed_layers(model).items() if name in shapes}
+
+        def run(ratio: float) -> dict:
             set_ratio(model, ratio)
             per_layer = [{"name": name, "cycles": self._layer_cycles(layer, shapes[name])}
-                         for name, layer in layers.items() if name in shapes]
+                         for name, layer in layers.items()]
             for entry in per_layer:
                 entry["latency_us"] = float(cycles_to_us(entry["cycles"], self.config))
             total = sum(entry["cycles"] for entry in per_layer)
-            results.append({"ratio": float(ratio), "cycles": total, "latency_us": float(cycles_to_us(total, self.config)),
-                            "layers": per_layer})
+            return {"ratio": float(ratio), "cycles": total, "latency_us": float(cycles_to_us(total, self.config)),
+                    "layers": per_layer}
+
+        int8_cycles = run(0)["cycles"]
+        results = [run(ratio) for ratio in ratios]
         set_ratio(model, 0)
-        int8_cycles = next((r["cycles"] for r in results if r["ratio"] == 0), None)
-        if int8_cycles is None:
-            set_ratio(model, 0)
-            int8_cycles = sum(self._layer_cycles(layer, shapes[name]) for name, layer in layers.items() if name in shapes)
         for result in results:
             result["speedup_vs_int8"] = int8_cycles / result["cycles"]
         eligible = len(mixed_layers(model, eligible_only=True))
