@@ -165,14 +165,18 @@ def table2(name: str, samples: int, state: dict) -> None:
         print(f"{name} {key}: {rows[key]['top1']}", flush=True)
 
 
+def converted_resnet20() -> tuple[torch.nn.Module, torch.Tensor]:
+    """The Fashion-MNIST ResNet-20 converted (512 calibration images) and the 256 search images."""
+    prepared = prepare_model("resnet20", "fashion-mnist", str(ensure_checkpoint("resnet20")))
+    batches = calibration_batches(prepared.bundle, 512)
+    return convert_model(prepared.model, batches, QuantConfig()), torch.cat(batches)[:256]
+
+
 def search_speed(state: dict) -> None:
     """Evolution on the ResNet-20 at 50%, with and without the prefix cache, same seed (same candidates)."""
     if "speed" in state:
         return
-    prepared = prepare_model("resnet20", "fashion-mnist", str(ensure_checkpoint("resnet20")))
-    batches = calibration_batches(prepared.bundle, 512)
-    static = convert_model(prepared.model, batches, QuantConfig())
-    images = torch.cat(batches)[:256]
+    static, images = converted_resnet20()
     results = {}
     for label, cache_bytes in (("no cache", 0), ("prefix cache", 2 << 30)):
         strategy = create_strategy("evolution", seed=0, population=16, generations=8, patience=100,
@@ -195,10 +199,7 @@ def forward_profile(state: dict) -> None:
     """Which operators a candidate evaluation spends its time in (torch profiler, self CPU time)."""
     if "profile" in state:
         return
-    prepared = prepare_model("resnet20", "fashion-mnist", str(ensure_checkpoint("resnet20")))
-    batches = calibration_batches(prepared.bundle, 512)
-    static = convert_model(prepared.model, batches, QuantConfig())
-    images = torch.cat(batches)[:256]
+    static, images = converted_resnet20()
     apply_selection(static, create_strategy("range").select(static, [0.5]))
     set_ratio(static, 0.5)
     with torch.no_grad():

@@ -16,7 +16,6 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +27,7 @@ from .config import QuantConfig, config_from_dict, config_to_dict, versioned_con
 from .data import DatasetBundle, fixed_subset
 from .errors import FlexiqError
 from .models import create_model
+from .models.checkpoint import save_atomically
 from .quant.convert import convert_model, mixed_layers, set_ratio
 from .selection import Selection, apply_selection
 from .training import augment
@@ -112,8 +112,6 @@ def save_quantized_checkpoint(path: str | os.PathLike, qmodel: nn.Module, float_
                               selection: Selection, finetune_config: FinetuneConfig | None = None,
                               metrics: dict | None = None) -> None:
     """Write atomically (temp file + rename): a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": QUANTIZED_FORMAT,
         "version": QUANTIZED_VERSION,
@@ -128,9 +126,7 @@ def save_quantized_checkpoint(path: str | os.PathLike, qmodel: nn.Module, float_
         "finetune": config_to_dict(finetune_config) if finetune_config else None,
         "metrics": metrics or {},
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_atomically(payload, path)
 
 
 def is_quantized_checkpoint(payload: dict) -> bool:

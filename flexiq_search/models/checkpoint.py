@@ -19,11 +19,18 @@ CHECKPOINT_FORMAT = "flexiq-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+def save_atomically(payload: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temp file, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: str, model_kwargs: dict,
                     dataset: str, metrics: dict | None = None) -> None:
     """Write atomically (temp file + rename), so a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -33,9 +40,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: st
         "metrics": metrics or {},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_atomically(payload, path)
 
 
 def read_checkpoint(path: str | os.PathLike, formats: tuple[str, ...] = (CHECKPOINT_FORMAT,)) -> dict:

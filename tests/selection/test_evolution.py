@@ -5,19 +5,9 @@ import copy
 import pytest
 import torch
 
-from flexiq_search.quant.convert import convert_model, mac_share_4bit, mixed_layers, set_ratio
+from flexiq_search.quant.convert import mac_share_4bit, mixed_layers, set_ratio
 from flexiq_search.selection import apply_selection, create_strategy
 from flexiq_search.selection.fitness import FitnessEvaluator, logit_distance
-
-
-@pytest.fixture(scope="module")
-def converted(trained_resnet20, digits_batches):
-    return convert_model(trained_resnet20, digits_batches)
-
-
-@pytest.fixture(scope="module")
-def images(digits_batches):
-    return digits_batches[0]
 
 
 def random_masks(evaluator, generator, p=0.5):

@@ -19,16 +19,6 @@ LEVELS = [0.25, 0.5, 0.75, 1.0]
 QUICK_OPTIONS = {"evolution": {"population": 6, "generations": 2}, "hawq": {"probes": 2}}
 
 
-@pytest.fixture(scope="module")
-def converted(trained_resnet20, digits_batches):
-    return convert_model(trained_resnet20, digits_batches)
-
-
-@pytest.fixture(scope="module")
-def images(digits_batches):
-    return digits_batches[0]
-
-
 def make(method, **kwargs):
     return create_strategy(method, **QUICK_OPTIONS.get(method, {}), **kwargs)
 
