@@ -37,9 +37,9 @@ from flexiq_search.data import fixed_subset
 from flexiq_search.evaluation import calibration_batches, prepare_model
 from flexiq_search.finetune import FinetuneConfig, finetune
 from flexiq_search.models import create_model
-from flexiq_search.quant.convert import convert_model, mac_share_4bit, mixed_layers, set_ratio
+from flexiq_search.quant.convert import convert_model, mac_share_4bit, set_ratio
 from flexiq_search.selection import Selection, apply_selection, create_strategy
-from flexiq_search.selection.fitness import FitnessEvaluator
+from flexiq_search.selection.fitness import FitnessEvaluator, current_masks
 from flexiq_search.training import accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,8 +88,7 @@ def level_fitness(model, images) -> dict[str, list[float]]:
         fitness[metric] = []
         for ratio in LEVELS:
             set_ratio(model, ratio)
-            masks = {n: l.low_bit_groups() for n, l in mixed_layers(model, eligible_only=True).items()}
-            fitness[metric].append(evaluator(masks))
+            fitness[metric].append(evaluator(current_masks(model)))
     set_ratio(model, 0)
     return fitness
 

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     select = sub.add_parser("select", help="choose the 4-bit channel groups of every ratio level")
     add_model_options(select)
-    select.add_argument("--method", default="evolution", help="evolution, range, greedy-error, random, uniform-int4, hawq")
+    select.add_argument("--method", default="evolution",
+                        help="evolution, range, greedy-error, random, uniform-int4, hawq")
     select.add_argument("--ratios", type=ratio_list, default=ratio_list("0.25,0.5,0.75,1"))
     select.add_argument("--seed", type=int, default=0)
     select.add_argument("--population", type=positive_int, default=16)
@@ -254,8 +255,8 @@ def cmd_select(args: argparse.Namespace) -> None:
     from .config import config_to_dict
     from .selection import apply_selection, create_strategy
     from .selection.base import validate_levels
-    from .selection.fitness import FitnessEvaluator
-    from .quant.convert import mac_share_4bit, mixed_layers, set_ratio
+    from .selection.fitness import FitnessEvaluator, current_masks
+    from .quant.convert import mac_share_4bit, set_ratio
 
     levels = validate_levels(args.ratios)
     if not levels:
@@ -275,8 +276,8 @@ def cmd_select(args: argparse.Namespace) -> None:
     rows = []
     for ratio in levels:
         set_ratio(qmodel, ratio)
-        masks = {name: layer.low_bit_groups() for name, layer in mixed_layers(qmodel, eligible_only=True).items()}
-        rows.append({"ratio": ratio, "fitness": evaluator(masks), "mac_share_4bit": mac_share_4bit(qmodel)})
+        rows.append({"ratio": ratio, "fitness": evaluator(current_masks(qmodel)),
+                     "mac_share_4bit": mac_share_4bit(qmodel)})
     selection.provenance.update({
         "seed": args.seed, "calibration": len(images), "metric": args.metric, "fitness_per_level": rows,
         "seconds": seconds, "quant_config": config_to_dict(quant), "model": args.model, "dataset": args.dataset,

@@ -37,6 +37,11 @@ def logit_distance(logits: torch.Tensor, reference: torch.Tensor, metric: str) -
     raise ValueError(f"unknown fitness metric {metric!r}; expected one of {FITNESS_METRICS}")
 
 
+def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The 4-bit group masks the model's eligible layers run at its current ratio (a candidate)."""
+    return {name: layer.low_bit_groups() for name, layer in mixed_layers(model, eligible_only=True).items()}
+
+
 class FitnessEvaluator:
     """Scores {eligible layer name: [G] bool 4-bit mask} candidates against the INT8 logits."""
 
