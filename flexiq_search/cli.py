@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--dataflow", choices=["os", "ws"], default="os", help="npu-sim: output or weight stationary")
     latency.add_argument("--clock-mhz", type=float, default=1000.0)
     latency.add_argument("--dram-bytes-per-cycle", type=float, default=64.0)
+    latency.add_argument("--rounds", type=positive_int, default=10, help="cpu/gpu: timed rounds (median reported)")
     latency.add_argument("--json", action="store_true")
     add_quant_options(latency)
 
@@ -340,6 +341,8 @@ def cmd_latency(args: argparse.Namespace) -> None:
     if args.backend == "npu-sim":
         options["config"] = NpuConfig(rows=args.rows, cols=args.cols, dataflow=args.dataflow, clock_mhz=args.clock_mhz,
                                       dram_bytes_per_cycle=args.dram_bytes_per_cycle)
+    elif args.backend in ("cpu", "gpu"):
+        options["rounds"] = args.rounds
     backend = create_backend(args.backend, **options)
     selection = load_selection(args)
     quant = quant_config(args, selection)
@@ -369,7 +372,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{args.model} on {backend.name} ({result['provenance']}; {result['hardware'].get('simulator', '')}), "
+    print(f"{args.model} on {backend.name} ({result['provenance']}; {result['hardware'].get('simulator') or result['hardware'].get('cpu', '')}), "
           f"batch {result['batch']}, selection {result['selection']}")
     print(f"{'ratio':>7}{'latency us':>14}{'cycles':>14}{'speed-up':>10}")
     for row in result["ratios"]:

@@ -1,62 +1,183 @@
-"""The integer CPU path of FlexiQ's mixed GEMM: int8 x int8 on torch's int8 matmul, int32 accumulation.
+"""The integer CPU path of FlexiQ's mixed GEMM: int8 codes in, int32 accumulator out.
 
-    acc[m, o] = sum over 8-bit columns of a * w
-              + sum over 4-bit groups g of 2^(s_a[g]) * (a4 . (2^(s_w[o, g]) w4))
+    acc[m, o] = sum over 8-bit columns k of a[m, k] * w[o, k]
+              + sum over 4-bit columns k of 2^(s_a[k] + s_w[o, k]) * a4[m, k] * w4[o, k]
 
-The 8-bit columns run as one `torch._int_mm` (VNNI int8 GEMM on x86). The 4-bit columns run as
-one int8 GEMM per distinct activation shift: the 4-bit activation codes a4 (in [-8, 7] or [0, 15])
-against weights pre-shifted offline (2^s_w q4 lies in [-128, 112], an int8), the product then
-shifted by s_a. Unsigned activations ([0, 255], no int8) are offset by -128 and corrected with
-128 x the weight row sums. x86 has no instruction that makes 4-bit products faster than int8 ones,
-so the 4-bit columns cost what int8 columns cost (plus the extraction): this path is exact, not a
-speed-up. Inputs are plain tensors; the formula is checked against flexiq_search.quant.arithmetic
-(the project's single definition) in tests, never imported from it (kernels stay standalone).
+with a4 = clip(round_half_up(a / 2^s_a)) and w4 likewise (method.md). Since
+2^(s_a + s_w) a4 w4 = (2^s_a a4)(2^s_w w4), the shifted int4 x int4 product is the product of the
+two *lowered* codes 2^s q4, and those stay on the INT8 grid (signed: [-128, 112]; unsigned
+activations: [0, 240]). So one int8 GEMM over [8-bit codes | lowered 4-bit codes] computes the
+whole mixed accumulator exactly. x86 has no instruction that makes 4-bit products faster than int8
+ones, so this is the fastest exact form here: the GEMM is `torch._int_mm` (oneDNN, VNNI on x86),
+and the 4-bit groups cost only the extraction, done in one numba pass that also writes the GEMM
+operand. Weights are lowered once per ratio level (`pack_weights`). Unsigned activations ([0, 255],
+no int8) are offset by -128 and corrected with 128 x the weight column sums.
+
+Inputs are plain tensors; the formula is checked against flexiq_search.quant.arithmetic (the
+project's single definition) in tests, never imported from it (kernels stay standalone).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import torch
 
 LOW_BITS = 4
+EIGHT_BIT = -1  # column shift marking a column that stays INT8
 
 
-def extract_low(codes: torch.Tensor, shift, signed: bool) -> torch.Tensor:
-    """4-bit codes clip(round_half_up(codes / 2^shift)) by add-and-shift; `shift` an int or a
-    tensor broadcast over `codes` (int32 in and out)."""
+@numba.njit(cache=True, nogil=True)
+def _lower_into(codes, column_shift, rows_per_shift, signed, offset, out):
+    """out[m, k] = (lowered or plain code) - offset, as int8; column_shift[s, k] < 0 keeps a column INT8."""
     lo, hi = (-(1 << (LOW_BITS - 1)), (1 << (LOW_BITS - 1)) - 1) if signed else (0, (1 << LOW_BITS) - 1)
-    half = (1 << shift) >> 1
-    return ((codes + half) >> shift).clamp(lo, hi)
+    rows, cols = codes.shape
+    for m in range(rows):
+        shifts = column_shift[m // rows_per_shift]
+        for k in range(cols):
+            value = np.int32(codes[m, k])
+            shift = shifts[k]
+            if shift >= 0:
+                q4 = (value + ((1 << shift) >> 1)) >> shift
+                q4 = min(max(q4, lo), hi)
+                value = q4 << shift
+            out[m, k] = value - offset
+
+
+def lower_codes(codes: torch.Tensor, column_shift: torch.Tensor, signed: bool, offset: int = 0) -> torch.Tensor:
+    """[M, K] int8 GEMM operand from INT8 codes [M, K] (int8, or uint8 when unsigned).
+
+    column_shift [S, K] int8: the extraction shift of each column, 0..4 (EIGHT_BIT for INT8 columns), one
+    row per block of M / S consecutive rows (S = 1: static shifts; S = batch: dynamic, per sample).
+    """
+    rows = codes.shape[0]
+    if rows % column_shift.shape[0]:
+        raise ValueError("rows must split evenly over the shift rows")
+    out = torch.empty(codes.shape, dtype=torch.int8)
+    _lower_into(codes.numpy(), column_shift.numpy(), max(rows // column_shift.shape[0], 1), signed, offset, out.numpy())
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _lower_to_padded_nhwc(codes, channel_shift, signed, offset, pad_h, pad_w, out):
+    """Lower NCHW codes per (sample, channel) into a zero-padded NHWC int8 tensor (minus offset)."""
+    lo, hi = (-(1 << (LOW_BITS - 1)), (1 << (LOW_BITS - 1)) - 1) if signed else (0, (1 << LOW_BITS) - 1)
+    batch, channels, height, width = codes.shape
+    shift_step = 1 if channel_shift.shape[0] > 1 else 0  # one shift row per sample, or one for all
+    for n in numba.prange(batch):
+        out[n] = -offset
+        shifts = channel_shift[n * shift_step]
+        for c in range(channels):
+            shift = shifts[c]
+            half = (1 << shift) >> 1 if shift >= 0 else 0
+            for h in range(height):
+                for w in range(width):
+                    value = np.int32(codes[n, c, h, w])
+                    if shift >= 0:
+                        value = min(max((value + half) >> shift, lo), hi) << shift
+                    out[n, h + pad_h, w + pad_w, c] = value - offset
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _patches_into(padded, kernel_h, kernel_w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out):
+    """im2col of a padded NHWC int8 tensor, tap-major: out[n * L + position, (i, j, c)] (rows in parallel)."""
+    channels = padded.shape[3]
+    positions = out_h * out_w
+    for row in numba.prange(out.shape[0]):
+        n = row // positions
+        top = ((row % positions) // out_w) * stride_h
+        left = (row % out_w) * stride_w
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                start = (i * kernel_w + j) * channels
+                out[row, start:start + channels] = padded[n, top + i * dil_h, left + j * dil_w, :]
+
+
+def padded_operand(codes: torch.Tensor, padding, channel_shift: torch.Tensor, signed: bool) -> torch.Tensor:
+    """NCHW INT8 codes (any integer dtype) as a zero-padded NHWC int8 tensor: 4-bit channels
+    lowered, unsigned codes offset by -128, once per input element (not once per patch element).
+    channel_shift [S, C] as in `lower_codes`, per channel (S = 1 or the batch size)."""
+    batch, channels, height, width = codes.shape
+    ph, pw = padding
+    padded = torch.empty(batch, height + 2 * ph, width + 2 * pw, channels, dtype=torch.int8)
+    _lower_to_padded_nhwc(codes.contiguous().numpy(), channel_shift.contiguous().numpy(), signed,
+                          0 if signed else 128, ph, pw, padded.numpy())
+    return padded
+
+
+def output_size(padded: torch.Tensor, kernel_size, stride, dilation) -> tuple[int, int]:
+    """Output height and width of a convolution over an already padded NHWC tensor."""
+    return tuple((size - d * (k - 1) - 1) // s + 1
+                 for size, k, s, d in zip(padded.shape[1:3], kernel_size, stride, dilation))
+
+
+def im2col_operand(padded: torch.Tensor, kernel_size, stride, dilation) -> torch.Tensor:
+    """The int8 GEMM operand [N * L, kh * kw * C] of a convolution over `padded_operand`'s output.
+
+    Columns are *tap-major* (kernel row, kernel column, channel), so that each tap copies a
+    contiguous run of channels (4x faster than unfold's channel-major order here); weights are
+    packed in the same order (`tap_major`).
+    """
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    if (kh, kw, sh, sw) == (1, 1, 1, 1):  # a pointwise conv: the NHWC rows are the operand already
+        return padded.view(-1, padded.shape[3])
+    out_h, out_w = output_size(padded, kernel_size, stride, dilation)
+    out = torch.empty(padded.shape[0] * out_h * out_w, kh * kw * padded.shape[3], dtype=torch.int8)
+    _patches_into(padded.numpy(), kh, kw, sh, sw, dh, dw, out_h, out_w, out.numpy())
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _depthwise_into(padded, weight, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out):
+    """out[n * L + position, c] = sum over taps of padded[n, ..., c] * weight[i, j, c] in int32."""
+    kernel_h, kernel_w, channels = weight.shape
+    positions = out_h * out_w
+    for row in numba.prange(out.shape[0]):
+        n = row // positions
+        top = ((row % positions) // out_w) * stride_h
+        left = (row % out_w) * stride_w
+        acc = out[row]
+        acc[:] = 0
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                source = padded[n, top + i * dil_h, left + j * dil_w]
+                tap = weight[i, j]
+                for c in range(channels):
+                    acc[c] += np.int32(source[c]) * np.int32(tap[c])
+
+
+def depthwise_conv(padded: torch.Tensor, packed: PackedWeights, kernel_size, stride, dilation,
+                   signed: bool) -> torch.Tensor:
+    """A depthwise convolution straight from `padded_operand`'s output (no im2col): [N * L, C] int32.
+    `packed` holds tap-major [C, kh * kw] weights (one output per channel)."""
+    out_h, out_w = output_size(padded, kernel_size, stride, dilation)
+    weight = packed.matrix.view(*kernel_size, -1).numpy()
+    out = torch.empty(padded.shape[0] * out_h * out_w, padded.shape[3], dtype=torch.int32)
+    _depthwise_into(padded.numpy(), weight, stride[0], stride[1], dilation[0], dilation[1], out_h, out_w, out.numpy())
+    if not signed:
+        out += 128 * packed.column_sums
+    return out
+
+
+def tap_major(weight: torch.Tensor) -> torch.Tensor:
+    """[O, C, kh, kw] conv weights (or per-weight shifts) as [O, kh * kw * C], `im2col_operand`'s order."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
 @dataclass
 class PackedWeights:
-    """Weights of one layer at one boundary, split and pre-shifted offline (once per ratio level)."""
+    """One layer's weights at one ratio level: lowered where 4-bit, transposed for the GEMM."""
 
-    high_columns: torch.Tensor  # [K8] column indices of the 8-bit part
-    high: torch.Tensor  # [K8, O] int8, transposed for the GEMM
-    high_row_sums: torch.Tensor  # [O] int32: sum of the 8-bit weights (unsigned activation correction)
-    low_columns: dict[int, torch.Tensor]  # activation shift -> [K4s] column indices
-    low: dict[int, torch.Tensor]  # activation shift -> [K4s, O] int8 weights 2^s_w q4
+    matrix: torch.Tensor  # [K, O] int8, row-major
+    column_sums: torch.Tensor  # [O] int32: sum over K (the unsigned-activation correction)
 
 
-def pack_weights(weight_codes: torch.Tensor, column_group: torch.Tensor, low_groups: torch.Tensor,
-                 act_shift: torch.Tensor, weight_shift: torch.Tensor) -> PackedWeights:
-    """weight_codes [O, K] int8, column_group [K], low_groups [G] bool, act_shift [G], weight_shift [O, G]."""
-    weights = weight_codes.to(torch.int32)
-    low_column = low_groups[column_group]
-    high_columns = (~low_column).nonzero().flatten()
-    high = weights[:, high_columns]
-    low_columns, low = {}, {}
-    column_act_shift = act_shift.to(torch.int64)[column_group]
-    for shift in torch.unique(column_act_shift[low_column]).tolist():
-        columns = (low_column & (column_act_shift == shift)).nonzero().flatten()
-        w_shift = weight_shift.to(torch.int32)[:, column_group[columns]]  # [O, K4s]
-        q4 = extract_low(weights[:, columns], w_shift, signed=True)
-        low_columns[int(shift)] = columns
-        low[int(shift)] = _gemm_operand((q4 << w_shift).t())
-    return PackedWeights(high_columns, _gemm_operand(high.t()), high.sum(dim=1, dtype=torch.int32), low_columns, low)
+def pack_weights(weight_codes: torch.Tensor, weight_shift: torch.Tensor) -> PackedWeights:
+    """weight_codes [O, K] int8; weight_shift [O, K] int8 (EIGHT_BIT where the column stays INT8)."""
+    lowered = lower_codes(weight_codes.contiguous(), weight_shift.contiguous(), signed=True)
+    return PackedWeights(_gemm_operand(lowered.t()), lowered.sum(dim=1, dtype=torch.int32))
 
 
 def _gemm_operand(matrix: torch.Tensor) -> torch.Tensor:
@@ -65,15 +186,35 @@ def _gemm_operand(matrix: torch.Tensor) -> torch.Tensor:
     return torch.empty(matrix.shape, dtype=torch.int8).copy_(matrix)
 
 
-def mixed_gemm(act_codes: torch.Tensor, packed: PackedWeights, act_signed: bool) -> torch.Tensor:
-    """[M, O] int32 accumulator from INT8 activation codes [M, K] (int16/int32 tensor)."""
-    high = act_codes[:, packed.high_columns].to(torch.int32)
-    if not act_signed:
-        high = high - 128
-    acc = torch._int_mm(high.to(torch.int8), packed.high)
-    if not act_signed:
-        acc += 128 * packed.high_row_sums
-    for shift, columns in packed.low_columns.items():
-        a4 = extract_low(act_codes[:, columns].to(torch.int32), shift, act_signed).to(torch.int8)
-        acc += torch._int_mm(a4, packed.low[shift]) << shift
+def activation_operand(act_codes: torch.Tensor, act_shift: torch.Tensor, signed: bool) -> torch.Tensor:
+    """The int8 GEMM operand of INT8 activation codes (offset by -128 when unsigned)."""
+    return lower_codes(act_codes.contiguous(), act_shift.contiguous(), signed, 0 if signed else 128)
+
+
+def mixed_gemm(act_codes: torch.Tensor, act_shift: torch.Tensor, packed: PackedWeights, signed: bool) -> torch.Tensor:
+    """[M, O] int32 accumulator from INT8 activation codes [M, K] (int8 / uint8) and column shifts [S, K]."""
+    return gemm_operands(activation_operand(act_codes, act_shift, signed), packed, signed)
+
+
+def gemm_operands(operand: torch.Tensor, packed: PackedWeights, signed: bool) -> torch.Tensor:
+    """The int8 GEMM of a prepared activation operand, corrected for the unsigned offset."""
+    acc = torch._int_mm(operand, packed.matrix)
+    if not signed:
+        acc += 128 * packed.column_sums
+    return acc
+
+
+def grouped_gemm(operand: torch.Tensor, packed: PackedWeights, groups: int, taps: int, signed: bool) -> torch.Tensor:
+    """A grouped or depthwise convolution's GEMM on tap-major operands: operand [M, taps * C],
+    weights of `pack_weights` on tap-major [O, taps * C/G] codes (O = G x Og): [M, O] int32.
+    Each group's GEMM is small, so the groups run as one exact int32 contraction (depthwise
+    convolutions have their own kernel, `depthwise_conv`)."""
+    rows = operand.shape[0]
+    per_group = packed.matrix.shape[0] // taps  # input channels per group
+    out_per_group = packed.matrix.shape[1] // groups
+    a = operand.view(rows, taps, groups, per_group).to(torch.int32)
+    w = packed.matrix.view(taps, per_group, groups, out_per_group).to(torch.int32)
+    acc = torch.einsum("mtgc,tcgo->mgo", a, w).reshape(rows, groups * out_per_group)
+    if not signed:
+        acc += 128 * packed.column_sums
     return acc

@@ -44,3 +44,19 @@ def test_depthwise_model_with_random_weights(capsys):
 def test_unknown_backend_is_bad_input(capsys):
     assert main(["latency", "--backend", "tpu", "--model", "resnet20", "--image-size", "32"]) == 2
     assert "unknown latency backend" in capsys.readouterr().err
+
+
+def test_cpu_backend_measures_the_integer_path(checkpoint, capsys):
+    """Measured on this CPU: the contract, no cycles, per-layer times (22 conv/linear layers) inside the total."""
+    assert main(["latency", "--backend", "cpu", "--model", "resnet20", "--checkpoint", str(checkpoint),
+                 "--dataset", "digits", "--calibration", "32", "--batch", "4", "--rounds", "3",
+                 "--ratios", "0.5,1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == "cpu" and result["provenance"] == "measured"
+    assert result["hardware"]["device"] == "cpu" and result["hardware"]["threads"] >= 1
+    assert [r["ratio"] for r in result["ratios"]] == [0.5, 1.0]
+    for row in result["ratios"]:
+        assert row["cycles"] is None and row["latency_us"] > 0 and row["speedup_vs_int8"] > 0
+        assert len(row["layers"]) == 22 and all(layer["cycles"] is None for layer in row["layers"])
+        assert 0 < sum(layer["latency_us"] for layer in row["layers"]) < row["latency_us"] * 1.5
+    assert result["switch_us"] > 0

@@ -48,6 +48,8 @@ class MixedPrecisionLayer(nn.Module):
         self.qat = False
         # Set by the fitness evaluator: an output known to be unchanged, returned without compute.
         self.replay_output: torch.Tensor | None = None
+        # Set by `quant.integer.integer_execution`: computes the accumulator on the integer kernels.
+        self.integer_kernel = None
         weight = float_layer.weight.detach()
         self.float_layer: nn.Module | None = float_layer
         self.observer: ActivationObserver | None = observer
@@ -122,7 +124,7 @@ class MixedPrecisionLayer(nn.Module):
             return self._calibration_forward(x)
         if self.qat:
             return self._qat_forward(x)
-        acc = self.integer_accumulator(x)
+        acc = self.integer_kernel(x) if self.integer_kernel is not None else self.integer_accumulator(x)
         return self.dequantize(acc)
 
     @torch.no_grad()

@@ -7,6 +7,7 @@ from torch import nn
 from flexiq_search.config import QuantConfig
 from flexiq_search.errors import FlexiqError
 from flexiq_search.models import create_model, get_model_entry, list_models
+from flexiq_search.quant.integer import integer_execution
 from flexiq_search.quant.convert import convert_model, fold_batchnorm, mac_share_4bit, mixed_layers, set_ratio
 from flexiq_search.selection import apply_selection, create_strategy
 
@@ -56,6 +57,8 @@ def test_every_model_converts_and_switches_ratio(name, sample_photos):
             set_ratio(qmodel, ratio)
             out = qmodel(sample_photos)
             assert out.shape == reference.shape and torch.isfinite(out).all()
+            with integer_execution(qmodel):  # int8 GEMMs with int32 accumulators: the same logits
+                assert torch.equal(qmodel(sample_photos), out), f"integer CPU path differs at {ratio:.0%}"
             errors.append(float((out - reference).square().mean() / reference.square().mean()))
     assert mac_share_4bit(qmodel) == 1.0
     assert errors[0] < 0.05, f"INT8 is close to FP32 ({errors[0]:.4f})"
