@@ -61,23 +61,23 @@ def lower_codes(codes: torch.Tensor, column_shift: torch.Tensor, signed: bool, o
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _lower_to_padded_nhwc(codes, channel_shift, signed, offset, pad_h, pad_w, out):
-    """Lower NCHW codes per (sample, channel) into a zero-padded NHWC int8 tensor (minus offset)."""
-    lo, hi = (-(1 << (LOW_BITS - 1)), (1 << (LOW_BITS - 1)) - 1) if signed else (0, (1 << LOW_BITS) - 1)
+def _lower_to_padded_nhwc(codes, shift, half, lo, hi, offset, pad_h, pad_w, out):
+    """Lower NCHW codes (any strides) per (sample, channel) into a zero-padded NHWC int8 tensor.
+
+    Branch-free: an INT8 channel has shift 0, half 0 and an open clamp, so the same expression
+    copies it; the innermost loop runs over channels, contiguous in the output (and in the input
+    when it arrives channels-last, as the previous integer layer's output does).
+    """
     batch, channels, height, width = codes.shape
-    shift_step = 1 if channel_shift.shape[0] > 1 else 0  # one shift row per sample, or one for all
+    shift_step = 1 if shift.shape[0] > 1 else 0  # one shift row per sample, or one for all
     for n in numba.prange(batch):
         out[n] = -offset
-        shifts = channel_shift[n * shift_step]
-        for c in range(channels):
-            shift = shifts[c]
-            half = (1 << shift) >> 1 if shift >= 0 else 0
-            for h in range(height):
-                for w in range(width):
-                    value = np.int32(codes[n, c, h, w])
-                    if shift >= 0:
-                        value = min(max((value + half) >> shift, lo), hi) << shift
-                    out[n, h + pad_h, w + pad_w, c] = value - offset
+        row = n * shift_step
+        for h in range(height):
+            for w in range(width):
+                for c in range(channels):
+                    value = (np.int32(codes[n, c, h, w]) + half[row, c]) >> shift[row, c]
+                    out[n, h + pad_h, w + pad_w, c] = (min(max(value, lo[row, c]), hi[row, c]) << shift[row, c]) - offset
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -102,7 +102,12 @@ def padded_operand(codes: torch.Tensor, padding, channel_shift: torch.Tensor, si
     batch, channels, height, width = codes.shape
     ph, pw = padding
     padded = torch.empty(batch, height + 2 * ph, width + 2 * pw, channels, dtype=torch.int8)
-    _lower_to_padded_nhwc(codes.contiguous().numpy(), channel_shift.contiguous().numpy(), signed,
+    low = channel_shift >= 0
+    shift = torch.where(low, channel_shift, 0).to(torch.int32)
+    lo, hi = (-(1 << (LOW_BITS - 1)), (1 << (LOW_BITS - 1)) - 1) if signed else (0, (1 << LOW_BITS) - 1)
+    open_lo, open_hi = torch.full_like(shift, -(1 << 30)), torch.full_like(shift, 1 << 30)
+    _lower_to_padded_nhwc(codes.numpy(), shift.numpy(), ((1 << shift) >> 1).numpy(),
+                          torch.where(low, lo, open_lo).numpy(), torch.where(low, hi, open_hi).numpy(),
                           0 if signed else 128, ph, pw, padded.numpy())
     return padded
 
