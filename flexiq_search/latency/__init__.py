@@ -7,6 +7,6 @@ on this machine raises `BackendUnavailable` with the reason (the CLI exits 3); i
 """
 
 from .base import BACKENDS, BackendUnavailable, LatencyBackend, create_backend, list_backends, register_backend
-from . import cpu, npu  # noqa: F401  (registration)
+from . import cpu, gpu, npu  # noqa: F401  (registration)
 
 __all__ = ["BACKENDS", "BackendUnavailable", "LatencyBackend", "create_backend", "list_backends", "register_backend"]
