@@ -13,7 +13,7 @@ from flexiq_search.cli import main
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "r20-digits.pt"
-    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "2", "--out", str(path)]) == 0
+    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "4", "--out", str(path)]) == 0
     return path
 
 

@@ -13,7 +13,7 @@ MODEL = ["--model", "resnet20", "--dataset", "digits"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "r20-digits.pt"
-    assert main(["train", *MODEL, "--epochs", "2", "--out", str(path)]) == 0
+    assert main(["train", *MODEL, "--epochs", "4", "--out", str(path)]) == 0
     return path
 
 
