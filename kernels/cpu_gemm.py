@@ -29,21 +29,25 @@ LOW_BITS = 4
 EIGHT_BIT = -1  # column shift marking a column that stays INT8
 
 
-@numba.njit(cache=True, nogil=True)
-def _lower_into(codes, column_shift, rows_per_shift, signed, offset, out):
-    """out[m, k] = (lowered or plain code) - offset, as int8; column_shift[s, k] < 0 keeps a column INT8."""
-    lo, hi = (-(1 << (LOW_BITS - 1)), (1 << (LOW_BITS - 1)) - 1) if signed else (0, (1 << LOW_BITS) - 1)
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _lower_into(codes, shift, half, lo, hi, rows_per_shift, offset, out):
+    """out[m, k] = lowered code - offset, as int8, from per-(shift row, column) tables (`_lowering_tables`)."""
     rows, cols = codes.shape
-    for m in range(rows):
-        shifts = column_shift[m // rows_per_shift]
+    for m in numba.prange(rows):
+        row = m // rows_per_shift
         for k in range(cols):
-            value = np.int32(codes[m, k])
-            shift = shifts[k]
-            if shift >= 0:
-                q4 = (value + ((1 << shift) >> 1)) >> shift
-                q4 = min(max(q4, lo), hi)
-                value = q4 << shift
-            out[m, k] = value - offset
+            value = (np.int32(codes[m, k]) + half[row, k]) >> shift[row, k]
+            out[m, k] = (min(max(value, lo[row, k]), hi[row, k]) << shift[row, k]) - offset
+
+
+def _lowering_tables(column_shift: torch.Tensor, signed: bool) -> tuple[np.ndarray, ...]:
+    """int32 shift, half (rounding), lo and hi (clamp) per entry of `column_shift`, branch-free: an
+    INT8 entry (EIGHT_BIT) gets shift 0 and an open clamp, so the lowering expression copies it."""
+    low = column_shift >= 0
+    shift = torch.where(low, column_shift, 0).to(torch.int32)
+    lo, hi = (-(1 << (LOW_BITS - 1)), (1 << (LOW_BITS - 1)) - 1) if signed else (0, (1 << LOW_BITS) - 1)
+    return (shift.numpy(), ((1 << shift) >> 1).numpy(), torch.where(low, lo, -(1 << 30)).to(torch.int32).numpy(),
+            torch.where(low, hi, 1 << 30).to(torch.int32).numpy())
 
 
 def lower_codes(codes: torch.Tensor, column_shift: torch.Tensor, signed: bool, offset: int = 0) -> torch.Tensor:
@@ -56,7 +60,8 @@ def lower_codes(codes: torch.Tensor, column_shift: torch.Tensor, signed: bool, o
     if rows % column_shift.shape[0]:
         raise ValueError("rows must split evenly over the shift rows")
     out = torch.empty(codes.shape, dtype=torch.int8)
-    _lower_into(codes.numpy(), column_shift.numpy(), max(rows // column_shift.shape[0], 1), signed, offset, out.numpy())
+    _lower_into(codes.numpy(), *_lowering_tables(column_shift, signed), max(rows // column_shift.shape[0], 1), offset,
+                out.numpy())
     return out
 
 
@@ -64,8 +69,7 @@ def lower_codes(codes: torch.Tensor, column_shift: torch.Tensor, signed: bool, o
 def _lower_to_padded_nhwc(codes, shift, half, lo, hi, offset, pad_h, pad_w, out):
     """Lower NCHW codes (any strides) per (sample, channel) into a zero-padded NHWC int8 tensor.
 
-    Branch-free: an INT8 channel has shift 0, half 0 and an open clamp, so the same expression
-    copies it; the innermost loop runs over channels, contiguous in the output (and in the input
+    Branch-free (`_lowering_tables`); the innermost loop runs over channels, contiguous in the output (and in the input
     when it arrives channels-last, as the previous integer layer's output does).
     """
     batch, channels, height, width = codes.shape
@@ -102,13 +106,8 @@ def padded_operand(codes: torch.Tensor, padding, channel_shift: torch.Tensor, si
     batch, channels, height, width = codes.shape
     ph, pw = padding
     padded = torch.empty(batch, height + 2 * ph, width + 2 * pw, channels, dtype=torch.int8)
-    low = channel_shift >= 0
-    shift = torch.where(low, channel_shift, 0).to(torch.int32)
-    lo, hi = (-(1 << (LOW_BITS - 1)), (1 << (LOW_BITS - 1)) - 1) if signed else (0, (1 << LOW_BITS) - 1)
-    open_lo, open_hi = torch.full_like(shift, -(1 << 30)), torch.full_like(shift, 1 << 30)
-    _lower_to_padded_nhwc(codes.numpy(), shift.numpy(), ((1 << shift) >> 1).numpy(),
-                          torch.where(low, lo, open_lo).numpy(), torch.where(low, hi, open_hi).numpy(),
-                          0 if signed else 128, ph, pw, padded.numpy())
+    _lower_to_padded_nhwc(codes.numpy(), *_lowering_tables(channel_shift, signed), 0 if signed else 128, ph, pw,
+                          padded.numpy())
     return padded
 
 
