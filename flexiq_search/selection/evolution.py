@@ -18,9 +18,10 @@ them: the search can only improve on its seeds' calibration fitness, since the e
 
 from __future__ import annotations
 
+import copy
 import random
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -119,45 +120,63 @@ class Chromosomes:
         return torch.cat([first[:cut], second[cut:]])
 
 
+BatchEvaluator = Callable[[list[dict[str, torch.Tensor]]], list[float]]
+
+
+def _flat_to_text(flat: torch.Tensor) -> str:
+    return "".join("1" if bit else "0" for bit in flat.tolist())
+
+
+def _flat_from_text(text: str) -> torch.Tensor:
+    return torch.tensor([c == "1" for c in text], dtype=torch.bool)
+
+
 @register_strategy("evolution")
 class EvolutionarySelection(SelectionStrategy):
-    """Genetic search of 4-bit groups, level by level, on end-to-end logit distance to INT8."""
+    """Genetic search of 4-bit groups, level by level, on end-to-end logit distance to INT8.
+
+    `islands` populations evolve side by side; every `migration_interval` generations each
+    island's best replaces the worst of the next island (a ring). All candidates of a generation,
+    over all islands, are scored in one batch, so a caller can spread a batch over workers
+    (`select(..., evaluate_batch=...)`). The search state after every generation is a JSON dict
+    (`on_generation`); passing it back as `resume` continues the search exactly where it stopped.
+    """
 
     needs_images = True
 
     def __init__(self, *, budget: str = "global", seed: int = 0, population: int = 16, generations: int = 20,
                  elite: int = 2, tournament: int = 3, crossover_rate: float = 0.7, mutation_swaps: int = 3,
-                 patience: int = 6, metric: str = "mse", cache_bytes: int = 1 << 30, progress: bool = False) -> None:
+                 patience: int = 6, metric: str = "mse", cache_bytes: int = 1 << 30, progress: bool = False,
+                 islands: int = 1, migration_interval: int = 4) -> None:
         super().__init__(budget=budget, seed=seed)
         if population < 2 or generations < 0 or not 0 <= elite < population or tournament < 1:
             raise ValueError("evolution needs population >= 2, generations >= 0, 0 <= elite < population, tournament >= 1")
+        if islands < 1 or migration_interval < 1:
+            raise ValueError("evolution needs islands >= 1 and migration_interval >= 1")
         if metric not in FITNESS_METRICS:
             raise ValueError(f"unknown fitness metric {metric!r}; expected one of {FITNESS_METRICS}")
         self.population, self.generations, self.elite, self.tournament = population, generations, elite, tournament
         self.crossover_rate, self.mutation_swaps, self.patience = crossover_rate, mutation_swaps, patience
         self.metric, self.cache_bytes, self.progress = metric, cache_bytes, progress
+        self.islands, self.migration_interval = islands, migration_interval
 
-    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
+    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None, *,
+               evaluate_batch: BatchEvaluator | None = None, resume: dict | None = None,
+               on_generation: Callable[[dict], None] | None = None) -> Selection:
         images = self._require_images(images)
         levels = validate_levels(levels)
         started = time.perf_counter()
-        rng = random.Random(self.seed)
         evaluator = FitnessEvaluator(model, images, metric=self.metric, cache_bytes=self.cache_bytes)
+        if evaluate_batch is None:
+            evaluate_batch = lambda candidates: [evaluator(masks) for masks in candidates]  # noqa: E731
         genes = Chromosomes(model, evaluator.eligible, self.budget)
         errors = layer_output_errors(model, images)
         seed_harms = {"range": genes.range_harm,
                       "greedy-error": torch.cat([errors[n] for n in genes.names]) / genes.macs,
                       "random": torch.rand(len(genes.macs), generator=torch.Generator().manual_seed(self.seed),
                                            dtype=torch.float64)}
-
-        frozen = torch.zeros(len(genes.macs), dtype=torch.bool)
-        added_per_level, fitness_per_level, generations_run = [], [], []
-        for ratio in levels:
-            best, fitness, ran = self._search_level(genes, evaluator, frozen, ratio, seed_harms, rng)
-            added_per_level.append(best & ~frozen)
-            fitness_per_level.append(fitness)
-            generations_run.append(ran)
-            frozen = best
+        run = _SearchRun(self, genes, evaluate_batch, seed_harms, levels, resume, on_generation)
+        added_per_level, fitness_per_level, generations_run, frozen = run.finish_levels()
 
         selected = {}
         for index, name in enumerate(genes.names):
@@ -171,57 +190,146 @@ class EvolutionarySelection(SelectionStrategy):
             selected[name] = LayerSelection(order, boundaries[:len(levels)])
         provenance = {
             "seed": self.seed, "budget": self.budget, "metric": self.metric, "population": self.population,
-            "generations": self.generations, "generations_run": generations_run, "fitness": fitness_per_level,
-            "calibration": len(images), **evaluator.stats(),
+            "generations": self.generations, "islands": self.islands, "generations_run": generations_run,
+            "fitness": fitness_per_level, "calibration": len(images), "candidates_scored": run.scored,
+            **evaluator.stats(),
             # wall times: the only provenance that differs between two runs with one seed
             "timing": {"seconds": time.perf_counter() - started, "forward_seconds": evaluator.forward_seconds},
         }
         group_size = mixed_layers(model, eligible_only=True)[genes.names[0]].group_size
         return record_shifts(model, Selection(self.name, levels, group_size, selected, provenance))
 
-    def _search_level(self, genes: Chromosomes, evaluator: FitnessEvaluator, frozen: torch.Tensor, ratio: float,
-                      seed_harms: dict[str, torch.Tensor], rng: random.Random) -> tuple[torch.Tensor, float, int]:
-        score = lambda flat: evaluator(genes.masks(flat))  # noqa: E731
-        if ratio >= 1:
-            everything = torch.ones_like(frozen)
-            return everything, score(everything), 0
-        seeds = [genes.fill(frozen, harm, ratio) for harm in seed_harms.values()]
-        population = list(seeds)
-        while len(population) < self.population:
-            parent = seeds[len(population) % len(seeds)]
-            child = genes.mutate(parent, frozen, rng.randint(1, 2 * self.mutation_swaps), rng)
-            population.append(genes.repair(child, frozen, ratio, rng))
-        fitness = [score(flat) for flat in population]
-        best_fitness, stalled, ran = min(fitness), 0, 0
-        bar = tqdm(range(self.generations), desc=f"evolution {ratio:.0%}", disable=not self.progress,
-                   mininterval=1.0, leave=False)
-        for _ in bar:
-            ranked = sorted(range(len(population)), key=lambda i: fitness[i])
-            children = [population[i] for i in ranked[:self.elite]]
-            child_fitness = [fitness[i] for i in ranked[:self.elite]]
-            while len(children) < self.population:
-                first = population[self._tournament(fitness, rng)]
-                if rng.random() < self.crossover_rate:
-                    child = genes.crossover(first, population[self._tournament(fitness, rng)], rng)
-                else:
-                    child = first
-                child = genes.mutate(child, frozen, rng.randint(1, self.mutation_swaps), rng)
-                child = genes.repair(child, frozen, ratio, rng)
-                children.append(child)
-                child_fitness.append(score(child))
-            population, fitness = children, child_fitness
-            ran += 1
-            if min(fitness) < best_fitness * (1 - 1e-9):
-                best_fitness, stalled = min(fitness), 0
-            else:
-                stalled += 1
-            bar.set_postfix(best=f"{best_fitness:.4g}", refresh=False)
-            if stalled >= self.patience:
-                break
-        bar.close()
-        winner = min(range(len(population)), key=lambda i: fitness[i])
-        return population[winner], fitness[winner], ran
-
     def _tournament(self, fitness: list[float], rng: random.Random) -> int:
         contenders = rng.sample(range(len(fitness)), min(self.tournament, len(fitness)))
         return min(contenders, key=lambda i: fitness[i])
+
+
+class _SearchRun:
+    """One evolutionary search over all levels, advanced generation by generation; its whole state
+    (levels done, the level in progress, every island, the random generator) is a JSON dict."""
+
+    def __init__(self, config: EvolutionarySelection, genes: Chromosomes, evaluate_batch: BatchEvaluator,
+                 seed_harms: dict[str, torch.Tensor], levels: list[float], resume: dict | None,
+                 on_generation: Callable[[dict], None] | None) -> None:
+        self.config, self.genes, self.evaluate_batch = config, genes, evaluate_batch
+        self.seed_harms, self.levels, self.on_generation = seed_harms, levels, on_generation
+        self.rng = random.Random(config.seed)
+        self.done: list[dict] = []  # per finished level: added groups, fitness, generations run
+        self.scored = 0
+        self.level_state: dict | None = None
+        if resume is not None:
+            if resume.get("levels") != levels or resume.get("seed") != config.seed:
+                raise ValueError("the resume state belongs to another search (levels or seed differ)")
+            self.done = resume["done"]
+            self.scored = resume["scored"]
+            self.level_state = resume["level_state"]
+            version, internal, gauss = resume["rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
+
+    def state(self) -> dict:
+        """A snapshot (a copy: the run goes on mutating its own lists)."""
+        return copy.deepcopy({"levels": self.levels, "seed": self.config.seed, "done": self.done,
+                              "scored": self.scored, "level_state": self.level_state,
+                              "rng": list(self.rng.getstate())})
+
+    def score(self, flats: list[torch.Tensor]) -> list[float]:
+        self.scored += len(flats)
+        return [float(f) for f in self.evaluate_batch([self.genes.masks(flat) for flat in flats])]
+
+    def frozen(self) -> torch.Tensor:
+        frozen = torch.zeros(len(self.genes.macs), dtype=torch.bool)
+        for level in self.done:
+            frozen |= _flat_from_text(level["added"])
+        return frozen
+
+    def finish_levels(self) -> tuple[list[torch.Tensor], list[float], list[int], torch.Tensor]:
+        for ratio in self.levels[len(self.done):]:
+            frozen = self.frozen()
+            best, fitness, ran = self._search_level(frozen, ratio)
+            self.done.append({"added": _flat_to_text(best & ~frozen), "fitness": fitness, "generations": ran})
+            self.level_state = None
+        added = [_flat_from_text(level["added"]) for level in self.done]
+        return (added, [level["fitness"] for level in self.done], [level["generations"] for level in self.done],
+                self.frozen())
+
+    def _first_populations(self, frozen: torch.Tensor, ratio: float) -> list[list[torch.Tensor]]:
+        config, genes = self.config, self.genes
+        seeds = [genes.fill(frozen, harm, ratio) for harm in self.seed_harms.values()]
+        islands = []
+        for _ in range(config.islands):
+            population = list(seeds)
+            while len(population) < config.population:
+                parent = seeds[len(population) % len(seeds)]
+                child = genes.mutate(parent, frozen, self.rng.randint(1, 2 * config.mutation_swaps), self.rng)
+                population.append(genes.repair(child, frozen, ratio, self.rng))
+            islands.append(population)
+        return islands
+
+    def _search_level(self, frozen: torch.Tensor, ratio: float) -> tuple[torch.Tensor, float, int]:
+        config, genes, rng = self.config, self.genes, self.rng
+        if ratio >= 1:
+            everything = torch.ones_like(frozen)
+            return everything, self.score([everything])[0], 0
+        if self.level_state is None:
+            populations = self._first_populations(frozen, ratio)
+            flat_fitness = self.score([flat for population in populations for flat in population])
+            size = config.population
+            fitnesses = [flat_fitness[i * size:(i + 1) * size] for i in range(config.islands)]
+            generation, best_fitness, stalled = 0, min(flat_fitness), 0
+        else:
+            state = self.level_state
+            populations = [[_flat_from_text(t) for t in island["population"]] for island in state["islands"]]
+            fitnesses = [island["fitness"] for island in state["islands"]]
+            generation, best_fitness, stalled = state["generation"], state["best"], state["stalled"]
+        bar = tqdm(total=config.generations, initial=generation, desc=f"evolution {ratio:.0%}",
+                   disable=not config.progress, mininterval=1.0, leave=False)
+        while generation < config.generations and stalled < config.patience:
+            children_per_island, known = [], []
+            for population, fitness in zip(populations, fitnesses):
+                ranked = sorted(range(len(population)), key=lambda i: fitness[i])
+                children = [population[i] for i in ranked[:config.elite]]
+                known.append([fitness[i] for i in ranked[:config.elite]])
+                while len(children) < config.population:
+                    first = population[config._tournament(fitness, rng)]
+                    if rng.random() < config.crossover_rate:
+                        child = genes.crossover(first, population[config._tournament(fitness, rng)], rng)
+                    else:
+                        child = first
+                    child = genes.mutate(child, frozen, rng.randint(1, config.mutation_swaps), rng)
+                    children.append(genes.repair(child, frozen, ratio, rng))
+                children_per_island.append(children)
+            new = self.score([c for children in children_per_island for c in children[config.elite:]])
+            fresh = config.population - config.elite
+            populations = children_per_island
+            fitnesses = [known[i] + new[i * fresh:(i + 1) * fresh] for i in range(config.islands)]
+            generation += 1
+            if config.islands > 1 and generation % config.migration_interval == 0:
+                self._migrate(populations, fitnesses)
+            generation_best = min(min(f) for f in fitnesses)
+            if generation_best < best_fitness * (1 - 1e-9):
+                best_fitness, stalled = generation_best, 0
+            else:
+                stalled += 1
+            bar.update(1)
+            bar.set_postfix(best=f"{best_fitness:.4g}", refresh=False)
+            self.level_state = {"ratio": ratio, "generation": generation, "best": best_fitness, "stalled": stalled,
+                                "islands": [{"population": [_flat_to_text(f) for f in population], "fitness": fitness}
+                                            for population, fitness in zip(populations, fitnesses)]}
+            if self.on_generation is not None:
+                self.on_generation(self.state())
+        bar.close()
+        candidates = [(f, flat) for population, fitness in zip(populations, fitnesses)
+                      for flat, f in zip(population, fitness)]
+        winner_fitness, winner = min(candidates, key=lambda pair: pair[0])
+        return winner, winner_fitness, generation
+
+    @staticmethod
+    def _migrate(populations: list[list[torch.Tensor]], fitnesses: list[list[float]]) -> None:
+        """Ring migration: each island's best replaces the next island's worst."""
+        bests = [min(range(len(f)), key=lambda i: f[i]) for f in fitnesses]
+        moving = [(populations[i][b], fitnesses[i][b]) for i, b in enumerate(bests)]
+        for i, (flat, fitness) in enumerate(moving):
+            target = (i + 1) % len(populations)
+            worst = max(range(len(fitnesses[target])), key=lambda j: fitnesses[target][j])
+            populations[target][worst] = flat
+            fitnesses[target][worst] = fitness

@@ -67,3 +67,46 @@ def test_kl_metric_and_bad_options(converted, images):
         create_strategy("evolution", metric="l1")
     with pytest.raises(Exception, match="calibration images"):
         create_strategy("evolution").select(converted, [0.5])
+
+
+def small_search(**options):
+    return create_strategy("evolution", seed=3, population=6, generations=4, patience=10, **options)
+
+
+def test_a_search_resumed_from_any_generation_ends_exactly_like_an_uninterrupted_one(converted, images):
+    """The JSON state after a generation (what the driver stores) is enough to continue the search."""
+    states = []
+    whole = small_search().select(converted, [0.25, 0.5], images, on_generation=states.append)
+    assert len(states) == 8  # 4 generations x 2 levels, patience never hit
+    for state in (states[1], states[5]):  # inside the first level; inside the second
+        import json
+
+        restored = json.loads(json.dumps(state))  # exactly what survives the database
+        resumed = small_search().select(converted, [0.25, 0.5], images, resume=restored)
+        assert resumed.layers == whole.layers
+        assert resumed.provenance["candidates_scored"] == whole.provenance["candidates_scored"]
+
+
+def test_islands_score_every_generation_in_one_batch(converted, images):
+    batches = []
+    evaluator = FitnessEvaluator(converted, images)
+
+    def evaluate_batch(candidates):
+        batches.append(len(candidates))
+        return [evaluator(masks) for masks in candidates]
+
+    selection = small_search(islands=3, migration_interval=2).select(converted, [0.5], images,
+                                                                     evaluate_batch=evaluate_batch)
+    assert batches[0] == 3 * 6 and batches[1:] == [3 * (6 - 2)] * 4  # first populations, then non-elite children
+    assert selection.provenance["candidates_scored"] == sum(batches)
+    apply_selection(converted, selection)
+    set_ratio(converted, 0.5)
+    assert abs(mac_share_4bit(converted) - 0.5) < 0.1
+    set_ratio(converted, 0)
+
+
+def test_resume_state_of_another_search_is_refused(converted, images):
+    states = []
+    small_search().select(converted, [0.5], images, on_generation=states.append)
+    with pytest.raises(ValueError, match="another search"):
+        small_search().select(converted, [0.25, 0.5], images, resume=states[0])
