@@ -10,7 +10,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install data demo test clean
+.PHONY: install data postgres demo test clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -27,11 +27,16 @@ $(FASHION_MNIST):
 	@SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist
 
+# PostgreSQL server binaries for the store tests (a throwaway server on 127.0.0.1, infra/).
+postgres:
+	@test -n "$(wildcard /usr/lib/postgresql/*/bin/initdb)" || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql; }
+
 demo: install data
 	$(VENV)/bin/flexiq demo
 
-test: install data
-	$(VENV)/bin/pytest -q
+test: install data postgres
+	FLEXIQ_TEST_POSTGRES_URL="$${FLEXIQ_TEST_POSTGRES_URL:-$$(infra/postgres-test-server.sh)}" $(VENV)/bin/pytest -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,17 +15,11 @@ import time
 from pathlib import Path
 
 from .errors import FlexiqError
+from .home import data_home
 
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3  # a latency backend that cannot run on this machine
 DEFAULT_RATIOS = "0,0.25,0.5,0.75,1"
-
-
-def data_home() -> Path:
-    """Where the embedded default keeps its files: $FLEXIQ_HOME or the XDG data folder."""
-    if "FLEXIQ_HOME" in os.environ:
-        return Path(os.environ["FLEXIQ_HOME"])
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "flexiq"
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -182,9 +176,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list registered models")
 
-    demo = sub.add_parser("demo", help="the main job on the embedded default: train (or reuse) and evaluate")
+    demo = sub.add_parser("demo", help="the main job on the embedded default: train (or reuse), then a search study")
     demo.add_argument("--epochs", type=positive_int, default=3)
     demo.add_argument("--dataset", default="fashion-mnist")
+    demo.add_argument("--no-ray", action="store_true", help="run the search in this process")
+
+    search = sub.add_parser("search", help="a FlexiQ search study on Ray (Optuna trials x evolution), stored in SQL")
+    search.add_argument("--config", default=None, help="YAML file with SearchConfig keys (flags override it)")
+    search.add_argument("--model", default=None)
+    search.add_argument("--checkpoint", default=None)
+    search.add_argument("--dataset", default=None)
+    search.add_argument("--name", default=None, help="study name (default <model>-<dataset>-seed<seed>)")
+    search.add_argument("--backends", default=None, help="comma-separated latency backends, e.g. npu-sim,cpu")
+    search.add_argument("--ratios", default=None, help="comma-separated 4-bit levels")
+    for flag in ("generations", "population", "islands", "workers", "trials", "calibration", "eval-samples"):
+        search.add_argument(f"--{flag}", type=int, default=None)
+    search.add_argument("--seed", type=int, default=None)
+    search.add_argument("--db", default=None, help="SQLAlchemy URL (default: $FLEXIQ_DB or a SQLite file in the data folder)")
+    search.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    search.add_argument("--no-ray", action="store_true", help="run everything in this process")
+    search.add_argument("--resume", action="store_true", help="continue the study of the same name")
+
+    studies = sub.add_parser("studies", help="stored search studies and their Pareto fronts")
+    studies.add_argument("action", choices=["list", "show", "pareto"])
+    studies.add_argument("study", nargs="?", default=None, help="study id or name (show, pareto)")
+    studies.add_argument("--db", default=None)
+    studies.add_argument("--json", action="store_true")
     return parser
 
 
@@ -391,9 +408,9 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Train a ResNet-20 once, search its 4-bit channels once (both reused afterwards), print its table."""
-    from .evaluation import evaluate_ratios, format_report, prepare_model
-    from .selection import Selection
+    """The main job on the embedded default: train a ResNet-20 once (reused afterwards), then a
+    search study on a local Ray into the SQLite store (a finished study is shown, not rerun)."""
+    from .store import Repository, default_db_url
 
     checkpoint = data_home() / f"resnet20-{args.dataset}-e{args.epochs}.pt"
     if checkpoint.is_file():
@@ -402,24 +419,89 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"training resnet20 on {args.dataset} for {args.epochs} epochs -> {checkpoint}", file=sys.stderr)
         cmd_train(argparse.Namespace(model="resnet20", dataset=args.dataset, epochs=args.epochs, out=checkpoint,
                                      batch_size=128, lr=0.1, train_samples=None, seed=0, json=False))
-    selection_path = checkpoint.with_name(checkpoint.stem + "-evolution.json")
-    if selection_path.is_file():
-        print(f"reusing {selection_path}", file=sys.stderr)
+    name = f"demo-resnet20-{args.dataset}-e{args.epochs}"
+    url = default_db_url()
+    study = Repository.open(url).get_study(name)
+    if study is not None and study["status"] == "finished":
+        print(f"reusing study {name!r} (id {study['id']})", file=sys.stderr)
+        cmd_studies(build_parser().parse_args(["studies", "pareto", str(study["id"]), "--db", url]))
+        return
+    search = ["search", "--model", "resnet20", "--checkpoint", str(checkpoint), "--dataset", args.dataset,
+              "--name", name, "--backends", "npu-sim,cpu", "--calibration", "256", "--eval-samples", "2000",
+              "--population", "12", "--generations", "8", "--workers", "2", "--db", url]
+    if study is not None:
+        search.append("--resume")
+    if args.no_ray:
+        search.append("--no-ray")
+    cmd_search(build_parser().parse_args(search))
+
+def cmd_search(args: argparse.Namespace) -> None:
+    """A search study: the config is validated and the database opened before any work starts."""
+    from .search import LocalExecutor, SearchRunner, check_search_inputs, load_search_config
+    from .store import Repository, default_db_url, optuna_storage_url, redact_url
+
+    overrides = {key: getattr(args, key) for key in ("model", "checkpoint", "dataset", "name", "backends", "ratios",
+                                                      "generations", "population", "islands", "workers", "trials",
+                                                      "calibration", "eval_samples", "seed")}
+    if overrides["ratios"] is not None:
+        overrides["ratios"] = [r for r in ratio_list(overrides["ratios"]) if r > 0]
+    config = load_search_config(args.config, overrides)
+    check_search_inputs(config)
+    url = args.db or default_db_url()
+    repo = Repository.open(url)
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    if args.no_ray:
+        executor = LocalExecutor()
     else:
-        print(f"evolutionary channel selection -> {selection_path}", file=sys.stderr)
-        cmd_select(build_parser().parse_args([
-            "select", "--model", "resnet20", "--checkpoint", str(checkpoint), "--dataset", args.dataset,
-            "--calibration", "256", "--population", "12", "--generations", "8", "--metric", "kl",
-            "--out", str(selection_path)]))
-    prepared = prepare_model("resnet20", args.dataset, str(checkpoint))
-    selection = Selection.load(str(selection_path))
-    report = evaluate_ratios(prepared, ratio_list(DEFAULT_RATIOS), calibration=256, selection=selection,
-                             quant=quant_config(args, selection))
-    print(format_report(report))
+        from workers import RayExecutor  # only this command needs Ray
+
+        executor = RayExecutor(address=args.address, workers=config.workers)
+    log(f"study {config.study_name!r} in {redact_url(url)}")
+    study_id = SearchRunner(config, repo, optuna_storage_url(url), executor, log=log).run(resume=args.resume)
+    print_pareto(repo.pareto(study_id), config.study_name)
+    print(f"browse: flexiq studies pareto {study_id} --db '{redact_url(url)}'")
+
+
+def print_pareto(points: list[dict], title: str) -> None:
+    print(f"Pareto front of {title} (top-1 vs latency, per backend)")
+    print(f"{'backend':<10}{'provenance':<12}{'ratio':>7}{'top-1':>9}{'latency us':>14}  method")
+    for p in points:
+        print(f"{p['backend']:<10}{p['provenance']:<12}{p['ratio']:>7.0%}{p['top1']:>9.2f}{p['latency_us']:>14.1f}  "
+              f"{p['method']}")
+
+
+def cmd_studies(args: argparse.Namespace) -> None:
+    from .store import Repository
+
+    repo = Repository.open(args.db)
+    if args.action == "list":
+        rows = repo.list_studies()
+        if args.json:
+            print(json.dumps(rows))
+            return
+        for row in rows:
+            print(f"{row['id']:>4}  {row['name']:<32}{row['status']:<10}{row['model']:<18}{row['dataset']:<16}"
+                  f"{row['created']}")
+        return
+    if args.study is None:
+        raise FlexiqError(f"studies {args.action} needs a study id or name")
+    study = repo.get_study(int(args.study) if args.study.isdigit() else args.study)
+    if study is None:
+        raise FlexiqError(f"no study {args.study!r} in this database")
+    if args.action == "show":
+        study = dict(study, trials=repo.list_trials(study["id"]))
+        print(json.dumps(study, indent=None if args.json else 1, default=str))
+        return
+    points = repo.pareto(study["id"])
+    if args.json:
+        print(json.dumps(points))
+    else:
+        print_pareto(points, study["name"])
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "select": cmd_select, "finetune": cmd_finetune,
-            "latency": cmd_latency, "models": cmd_models, "demo": cmd_demo}
+            "latency": cmd_latency, "models": cmd_models, "demo": cmd_demo, "search": cmd_search,
+            "studies": cmd_studies}
 
 
 def main(argv: list[str] | None = None) -> int:

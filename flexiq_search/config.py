@@ -103,3 +103,76 @@ class QuantConfig:
             raise ValueError(f"budget must be one of {BUDGET_MODES}, got {self.budget!r}")
         if self.activation_shift not in ACTIVATION_SHIFT_MODES:
             raise ValueError(f"activation_shift must be one of {ACTIVATION_SHIFT_MODES}, got {self.activation_shift!r}")
+
+
+SEARCH_SPACE_KEYS = ("group_size", "activation_shift", "population", "generations", "calibration", "islands",
+                     "finetune_epochs", "finetune_lr")
+
+
+@versioned_config("SearchConfig", 1)
+@dataclass(frozen=True)
+class SearchConfig:
+    """One FlexiQ search study: what to search, how hard, where latency comes from.
+
+    The Optuna outer search (NSGA-II, `trials` > 1) draws the keys named in `search_space` from
+    their listed choices; the first trial always runs the values given here. Objectives per trial:
+    mean top-1 over the levels (maximize) and mean latency over the levels on the first backend
+    (minimize).
+    """
+
+    model: str
+    dataset: str
+    checkpoint: str | None = None
+    name: str | None = None  # study name; default "<model>-<dataset>-seed<seed>"
+    backends: tuple[str, ...] = ("npu-sim",)
+    ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    trials: int = 1
+    seed: int = 0
+    workers: int = 1  # fitness actors on the Ray cluster
+    islands: int = 1
+    migration_interval: int = 4
+    population: int = 12
+    generations: int = 8
+    metric: str = "kl"  # measured to track accuracy better than logit MSE (docs/RESULTS.md)
+    calibration: int = 256
+    eval_samples: int | None = 2000
+    group_size: int = 8
+    activation_shift: str = "static"
+    finetune_epochs: int = 0
+    finetune_lr: float = 1e-4
+    finetune_samples: int | None = 2000
+    search_space: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from .selection.fitness import FITNESS_METRICS
+
+        for key in ("trials", "workers", "islands", "migration_interval", "population", "calibration"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        for key in ("generations", "finetune_epochs", "seed"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
+        if self.eval_samples is not None and (not isinstance(self.eval_samples, int) or self.eval_samples < 1):
+            raise ValueError(f"eval_samples must be a positive integer or null, got {self.eval_samples!r}")
+        if not self.backends:
+            raise ValueError("backends must name at least one latency backend")
+        if not self.ratios or any(not isinstance(r, (int, float)) or not 0 < r <= 1 for r in self.ratios):
+            raise ValueError(f"ratios must be numbers in (0, 1], got {list(self.ratios)}")
+        if self.metric not in FITNESS_METRICS:
+            raise ValueError(f"metric must be one of {FITNESS_METRICS}, got {self.metric!r}")
+        QuantConfig(group_size=self.group_size, activation_shift=self.activation_shift)  # validates both
+        if not isinstance(self.search_space, dict):
+            raise ValueError("search_space must map parameter names to lists of choices")
+        for key, choices in self.search_space.items():
+            if key not in SEARCH_SPACE_KEYS:
+                raise ValueError(f"search_space: unknown parameter {key!r}; searchable: {', '.join(SEARCH_SPACE_KEYS)}")
+            if not isinstance(choices, (list, tuple)) or not choices:
+                raise ValueError(f"search_space: {key} needs a non-empty list of choices")
+            for choice in choices:
+                dataclasses.replace(self, search_space={}, **{key: choice})  # every choice must validate
+
+    @property
+    def study_name(self) -> str:
+        return self.name or f"{self.model}-{self.dataset}-seed{self.seed}"

@@ -79,15 +79,18 @@ def test_checkpoint_of_another_model_is_refused(checkpoint, capsys):
 
 
 def test_demo_trains_searches_and_reuses(tmp_path):
-    """The main job end to end on the small data set; a second run reuses checkpoint and selection."""
+    """The main job end to end on the small data set (a real local Ray); a second run reuses the
+    checkpoint and the finished study."""
     env_home = {"FLEXIQ_HOME": str(tmp_path)}
     first = run_cli_env(env_home, "demo", "--dataset", "digits", "--epochs", "1")
     assert first.returncode == 0, first.stderr
-    assert "evolutionary channel selection" in first.stderr and "100% 4-bit" in first.stdout
-    assert (tmp_path / "resnet20-digits-e1-evolution.json").is_file()
+    assert "Pareto front of demo-resnet20-digits-e1" in first.stdout and "generation" in first.stderr
+    assert "npu-sim" in first.stdout and "cpu" in first.stdout
+    assert (tmp_path / "flexiq.db").is_file()
     second = run_cli_env(env_home, "demo", "--dataset", "digits", "--epochs", "1")
     assert second.returncode == 0 and second.stderr.count("reusing") == 2
-    assert first.stdout.endswith(second.stdout), "the same table from the reused files"
+    table = first.stdout[first.stdout.index("Pareto front"):].splitlines()
+    assert second.stdout.splitlines() == [line for line in table if not line.startswith("browse:")]
 
 
 def run_cli_env(extra_env, *args):

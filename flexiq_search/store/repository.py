@@ -1,0 +1,382 @@
+"""`Repository`: the only way other code (search driver, CLI, dashboard) reads and writes the store.
+
+Every method is one transaction, committed whole or rolled back whole, and returns plain dicts, so
+callers never hold sessions or ORM objects across processes. Everything a resumed search writes
+again (trials, selections, evaluations, latencies, checkpoints, jobs) is an upsert on the row's
+natural key (INSERT ... ON CONFLICT, in both SQLite and PostgreSQL): re-recording a point after a
+crash, or two workers racing on it, leaves exactly one row.
+
+Configs (of studies and schedules) are stored as versioned `{"_type", "_version", "_data"}` JSON.
+An envelope of a type registered in `flexiq_search.config` is stored as given (and validated); a
+plain dict is wrapped as `{"_type": "search-config", "_version": 1, "_data": config}`. Reading gives
+back what was stored (the envelope, or the plain dict) and refuses a `_type` this code does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from itertools import groupby
+from typing import Any, Protocol, Sequence
+
+from sqlalchemy import Engine, Table, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import CONFIG_TYPES, config_from_dict
+from ..errors import FlexiqError
+from .engine import WRITE, create_store_engine, default_db_url, failure_reason, migrate, redact_url
+from .schema import (
+    STUDY_STATUSES, Checkpoint, Evaluation, Job, LatencyMeasurement, ParetoPoint, Schedule, SelectionRow, Study, Trial,
+    utcnow,
+)
+
+SEARCH_CONFIG_TYPE = "search-config"  # the envelope given to plain config dicts
+SEARCH_CONFIG_VERSION = 1
+FINISHED_TRIAL_STATUSES = ("complete", "failed")
+FINISHED_JOB_STATUSES = ("succeeded", "failed")
+INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # both offer ON CONFLICT
+
+
+class StorableSelection(Protocol):
+    """What the store needs of a selection (`flexiq_search.selection.Selection` has it)."""
+
+    method: str
+    levels: Sequence[float]
+
+    def to_json(self) -> str: ...
+
+
+def config_envelope(config: dict) -> dict:
+    """The versioned form of `config` to store; unknown or unloadable envelopes are refused."""
+    if isinstance(config, dict) and {"_type", "_version", "_data"} <= config.keys():
+        check_config(config)
+        return config
+    return {"_type": SEARCH_CONFIG_TYPE, "_version": SEARCH_CONFIG_VERSION, "_data": config}
+
+
+def check_config(envelope: dict) -> None:
+    type_name, version = envelope.get("_type"), envelope.get("_version")
+    if type_name == SEARCH_CONFIG_TYPE:
+        if version != SEARCH_CONFIG_VERSION:
+            raise FlexiqError(f"{SEARCH_CONFIG_TYPE} version {version} cannot be loaded by this code "
+                              f"(expects {SEARCH_CONFIG_VERSION})")
+        return
+    if type_name not in CONFIG_TYPES:
+        known = ", ".join(sorted([SEARCH_CONFIG_TYPE, *CONFIG_TYPES]))
+        raise FlexiqError(f"stored config has unknown type {type_name!r}; known: {known}")
+    try:
+        config_from_dict(envelope)
+    except (ValueError, TypeError) as exc:
+        raise FlexiqError(f"stored config cannot be loaded: {exc}") from None
+
+
+def config_from_json(text: str) -> dict:
+    envelope = json.loads(text)
+    if not isinstance(envelope, dict):
+        raise FlexiqError("stored config is not a versioned config")
+    check_config(envelope)
+    return envelope["_data"] if envelope["_type"] == SEARCH_CONFIG_TYPE else envelope
+
+
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {choices}, got {value!r}")
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def pareto_front(points: list[dict]) -> list[dict]:
+    """Points no other point beats: none has top1 >= and latency_us <= with one of them strict.
+
+    Sweep by latency: a point survives if it has its latency group's best top1 and beats the best
+    top1 of every strictly faster point. Equal points do not dominate each other, so ties all stay.
+    """
+    front, best_faster = [], float("-inf")
+    ordered = sorted(points, key=lambda p: p["latency_us"])
+    for _, group in groupby(ordered, key=lambda p: p["latency_us"]):
+        group = list(group)
+        best_here = max(p["top1"] for p in group)
+        if best_here > best_faster:
+            front.extend(p for p in group if p["top1"] == best_here)
+            best_faster = best_here
+    return front
+
+
+class Repository:
+    """The search store. Open with `Repository.open(url)`; each method is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
+        self._insert = INSERTS[engine.dialect.name]
+
+    @classmethod
+    def open(cls, url: str | None = None) -> "Repository":
+        """Open (creating or migrating to the newest schema) the store at `url` or `default_db_url()`."""
+        engine = create_store_engine(url or default_db_url())
+        try:
+            migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return redact_url(self._engine.url)
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Session]:
+        try:
+            with (self._write if write else self._read).begin() as session:
+                yield session
+        except OperationalError as exc:
+            raise FlexiqError(f"database {self.url} failed: {failure_reason(exc, self._engine.url)}") from None
+
+    def _upsert(self, session: Session, table: Table, values: dict, key: tuple[str, ...], *, replace: bool) -> int:
+        """Insert a row, or on a clash of its unique `key` replace its values (or keep it); its id."""
+        insert = self._insert(table).values(**values)
+        if replace:
+            statement = insert.on_conflict_do_update(
+                index_elements=list(key), set_={name: insert.excluded[name] for name in values if name not in key})
+        else:
+            statement = insert.on_conflict_do_nothing(index_elements=list(key))
+        row_id = session.execute(statement.returning(table.c.id)).scalar()
+        if row_id is None:  # kept the existing row
+            row_id = session.execute(select(table.c.id).filter_by(**{k: values[k] for k in key})).scalar_one()
+        return row_id
+
+    @staticmethod
+    def _update_one(session: Session, model: type, row_id: int, what: str, **values: Any) -> None:
+        if session.execute(update(model).where(model.id == row_id).values(**values)).rowcount != 1:
+            raise FlexiqError(f"no {what} with id {row_id}")
+
+    # studies
+
+    def create_study(self, name: str, model: str, dataset: str, config: dict, backends: list[str]) -> int:
+        config_json = json.dumps(config_envelope(config), sort_keys=True)
+        with self._transaction(write=True) as session:
+            if session.scalar(select(Study.id).where(Study.name == name)) is not None:
+                raise FlexiqError(f"a study named {name!r} already exists")
+            study = Study(name=name, model=model, dataset=dataset, status="running", config_json=config_json,
+                          backends=list(backends))
+            session.add(study)
+            session.flush()
+            return study.id
+
+    def get_study(self, id_or_name: int | str) -> dict | None:
+        """The study with this id (int) or name (str), with its config; None if there is none."""
+        column = Study.id if isinstance(id_or_name, int) else Study.name
+        with self._transaction(write=False) as session:
+            study = session.scalars(select(Study).where(column == id_or_name)).one_or_none()
+            if study is None:
+                return None
+            return {"id": study.id, "name": study.name, "model": study.model, "dataset": study.dataset,
+                    "status": study.status, "config": config_from_json(study.config_json),
+                    "backends": list(study.backends), "created": iso(study.created), "updated": iso(study.updated)}
+
+    def list_studies(self) -> list[dict]:
+        with self._transaction(write=False) as session:
+            return [{"id": s.id, "name": s.name, "status": s.status, "model": s.model, "dataset": s.dataset,
+                     "created": iso(s.created)} for s in session.scalars(select(Study).order_by(Study.id))]
+
+    def set_study_status(self, study_id: int, status: str) -> None:
+        check_choice(status, STUDY_STATUSES, "study status")
+        with self._transaction(write=True) as session:
+            self._update_one(session, Study, study_id, "study", status=status, updated=utcnow())
+
+    # trials
+
+    def create_trial(self, study_id: int, number: int, params: dict, optuna_trial_number: int | None = None) -> int:
+        """The trial `number` of the study, created if new: a resumed search gets the same row back."""
+        values = {"study_id": study_id, "number": number, "status": "running",
+                  "params_json": json.dumps(params, sort_keys=True), "optuna_trial_number": optuna_trial_number}
+        with self._transaction(write=True) as session:
+            return self._upsert(session, Trial.__table__, values, ("study_id", "number"), replace=False)
+
+    def finish_trial(self, trial_id: int, status: str) -> None:
+        check_choice(status, FINISHED_TRIAL_STATUSES, "finished trial status")
+        with self._transaction(write=True) as session:
+            self._update_one(session, Trial, trial_id, "trial", status=status, finished=utcnow())
+
+    def list_trials(self, study_id: int) -> list[dict]:
+        with self._transaction(write=False) as session:
+            trials = session.scalars(select(Trial).where(Trial.study_id == study_id).order_by(Trial.number))
+            return [{"id": t.id, "number": t.number, "status": t.status, "params": json.loads(t.params_json),
+                     "optuna_trial_number": t.optuna_trial_number, "created": iso(t.created),
+                     "finished": iso(t.finished)} for t in trials]
+
+    # selections and their results
+
+    def _save_selection(self, session: Session, trial_id: int, selection: StorableSelection) -> int:
+        values = {"trial_id": trial_id, "method": selection.method, "levels": [float(r) for r in selection.levels],
+                  "payload": zlib.compress(selection.to_json().encode())}
+        return self._upsert(session, SelectionRow.__table__, values, ("trial_id",), replace=True)
+
+    def _add_evaluation(self, session: Session, selection_id: int, *, ratio: float, top1: float,
+                        top5: float | None = None, fitness: float | None = None, dataset: str, samples: int) -> int:
+        values = {"selection_id": selection_id, "ratio": ratio, "top1": top1, "top5": top5, "fitness": fitness,
+                  "dataset": dataset, "samples": samples}
+        return self._upsert(session, Evaluation.__table__, values, ("selection_id", "ratio", "dataset"), replace=True)
+
+    def _add_latency(self, session: Session, selection_id: int, *, backend: str, provenance: str, hardware: dict,
+                     ratio: float, latency_us: float, cycles: int | None = None, speedup_vs_int8: float) -> int:
+        values = {"selection_id": selection_id, "backend": backend, "provenance": provenance,
+                  "hardware_json": json.dumps(hardware, sort_keys=True), "ratio": ratio, "latency_us": latency_us,
+                  "cycles": cycles, "speedup_vs_int8": speedup_vs_int8}
+        return self._upsert(session, LatencyMeasurement.__table__, values, ("selection_id", "backend", "ratio"),
+                            replace=True)
+
+    def save_selection(self, trial_id: int, selection: StorableSelection) -> int:
+        """Store the trial's selection (zlib-compressed JSON), replacing an earlier one of the same trial."""
+        with self._transaction(write=True) as session:
+            return self._save_selection(session, trial_id, selection)
+
+    def load_selection(self, selection_id: int) -> str:
+        """The selection's JSON text, for `Selection.from_json`."""
+        with self._transaction(write=False) as session:
+            payload = session.scalar(select(SelectionRow.payload).where(SelectionRow.id == selection_id))
+        if payload is None:
+            raise FlexiqError(f"no selection with id {selection_id}")
+        return zlib.decompress(payload).decode()
+
+    def add_evaluation(self, selection_id: int, ratio: float, top1: float, top5: float | None,
+                       fitness: float | None, dataset: str, samples: int) -> int:
+        """Record (or re-record: one row per selection, ratio and dataset) an accuracy."""
+        with self._transaction(write=True) as session:
+            return self._add_evaluation(session, selection_id, ratio=ratio, top1=top1, top5=top5, fitness=fitness,
+                                        dataset=dataset, samples=samples)
+
+    def add_latency(self, selection_id: int, backend: str, provenance: str, hardware: dict, ratio: float,
+                    latency_us: float, cycles: int | None, speedup_vs_int8: float) -> int:
+        """Record (or re-record: one row per selection, backend and ratio) a latency."""
+        with self._transaction(write=True) as session:
+            return self._add_latency(session, selection_id, backend=backend, provenance=provenance,
+                                     hardware=hardware, ratio=ratio, latency_us=latency_us, cycles=cycles,
+                                     speedup_vs_int8=speedup_vs_int8)
+
+    def add_result(self, trial_id: int, selection: StorableSelection, evaluations: list[dict],
+                   latencies: list[dict]) -> int:
+        """A selection with all its evaluations and latencies, stored all together or not at all.
+
+        `evaluations` take `add_evaluation`'s keyword arguments (top5, fitness optional), `latencies`
+        `add_latency`'s (cycles optional). Returns the selection id.
+        """
+        with self._transaction(write=True) as session:
+            selection_id = self._save_selection(session, trial_id, selection)
+            for evaluation in evaluations:
+                self._add_evaluation(session, selection_id, **evaluation)
+            for latency in latencies:
+                self._add_latency(session, selection_id, **latency)
+            return selection_id
+
+    # Pareto fronts
+
+    def update_pareto(self, study_id: int) -> None:
+        """Recompute the study's Pareto points on every latency backend from its results.
+
+        A candidate is a (selection, ratio) with a latency on the backend and a top-1 on the study's
+        dataset. The study row is locked first, so concurrent recomputations do not interleave.
+        """
+        with self._transaction(write=True) as session:
+            dataset = session.scalar(select(Study.dataset).where(Study.id == study_id).with_for_update())
+            if dataset is None:
+                raise FlexiqError(f"no study with id {study_id}")
+            candidates = session.execute(
+                select(LatencyMeasurement.backend, LatencyMeasurement.provenance, LatencyMeasurement.ratio,
+                       LatencyMeasurement.latency_us, Evaluation.top1, SelectionRow.method,
+                       SelectionRow.id.label("selection_id"))
+                .join(SelectionRow, SelectionRow.id == LatencyMeasurement.selection_id)
+                .join(Trial, Trial.id == SelectionRow.trial_id)
+                .join(Evaluation, (Evaluation.selection_id == SelectionRow.id)
+                      & (Evaluation.ratio == LatencyMeasurement.ratio) & (Evaluation.dataset == dataset))
+                .where(Trial.study_id == study_id)
+                .order_by(LatencyMeasurement.backend)
+            ).mappings().all()
+            session.execute(delete(ParetoPoint).where(ParetoPoint.study_id == study_id))
+            for _, points in groupby(candidates, key=lambda c: c["backend"]):
+                session.add_all(ParetoPoint(study_id=study_id, **point) for point in pareto_front(list(points)))
+
+    def pareto(self, study_id: int) -> list[dict]:
+        """The study's stored Pareto points, by backend, then fastest first."""
+        with self._transaction(write=False) as session:
+            points = session.scalars(select(ParetoPoint).where(ParetoPoint.study_id == study_id).order_by(
+                ParetoPoint.backend, ParetoPoint.latency_us, ParetoPoint.top1.desc(), ParetoPoint.ratio,
+                ParetoPoint.method))
+            return [{"backend": p.backend, "provenance": p.provenance, "ratio": p.ratio, "method": p.method,
+                     "top1": p.top1, "latency_us": p.latency_us} for p in points]
+
+    # checkpoints
+
+    def save_checkpoint(self, trial_id: int, key: str, payload: bytes) -> None:
+        values = {"trial_id": trial_id, "key": key, "payload": bytes(payload), "updated": utcnow()}
+        with self._transaction(write=True) as session:
+            self._upsert(session, Checkpoint.__table__, values, ("trial_id", "key"), replace=True)
+
+    def load_checkpoint(self, trial_id: int, key: str) -> bytes | None:
+        with self._transaction(write=False) as session:
+            payload = session.scalar(select(Checkpoint.payload).where(Checkpoint.trial_id == trial_id,
+                                                                       Checkpoint.key == key))
+        return bytes(payload) if payload is not None else None
+
+    # jobs
+
+    def start_job(self, submission_id: str, study_id: int | None = None) -> int:
+        """The running job of this submission, created if new (a resubmitted job gets its row back)."""
+        values = {"submission_id": submission_id, "study_id": study_id, "status": "running"}
+        with self._transaction(write=True) as session:
+            return self._upsert(session, Job.__table__, values, ("submission_id",), replace=False)
+
+    def heartbeat(self, job_id: int) -> None:
+        with self._transaction(write=True) as session:
+            self._update_one(session, Job, job_id, "job", heartbeat=utcnow())
+
+    def finish_job(self, job_id: int, status: str) -> None:
+        check_choice(status, FINISHED_JOB_STATUSES, "finished job status")
+        with self._transaction(write=True) as session:
+            self._update_one(session, Job, job_id, "job", status=status, finished=utcnow())
+
+    def list_jobs(self) -> list[dict]:
+        with self._transaction(write=False) as session:
+            return [{"id": j.id, "submission_id": j.submission_id, "study_id": j.study_id, "status": j.status,
+                     "heartbeat": iso(j.heartbeat), "created": iso(j.created), "finished": iso(j.finished)}
+                    for j in session.scalars(select(Job).order_by(Job.id))]
+
+    # schedules
+
+    def add_schedule(self, name: str, cron: str, config: dict) -> int:
+        config_json = json.dumps(config_envelope(config), sort_keys=True)
+        with self._transaction(write=True) as session:
+            if session.scalar(select(Schedule.id).where(Schedule.name == name)) is not None:
+                raise FlexiqError(f"a schedule named {name!r} already exists")
+            schedule = Schedule(name=name, cron=cron, config_json=config_json)
+            session.add(schedule)
+            session.flush()
+            return schedule.id
+
+    def list_schedules(self) -> list[dict]:
+        with self._transaction(write=False) as session:
+            return [{"id": s.id, "name": s.name, "cron": s.cron, "config": config_from_json(s.config_json),
+                     "enabled": s.enabled, "last_run": iso(s.last_run), "created": iso(s.created)}
+                    for s in session.scalars(select(Schedule).order_by(Schedule.id))]
+
+    def mark_schedule_run(self, schedule_id: int) -> None:
+        with self._transaction(write=True) as session:
+            self._update_one(session, Schedule, schedule_id, "schedule", last_run=utcnow())
