@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     search.add_argument("--no-ray", action="store_true", help="run everything in this process")
     search.add_argument("--resume", action="store_true", help="continue the study of the same name")
+    search.add_argument("--job-id", default=None, help="submission id recorded in the jobs table (default: Ray's job id)")
 
     studies = sub.add_parser("studies", help="stored search studies and their Pareto fronts")
     studies.add_argument("action", choices=["list", "show", "pareto"])
@@ -450,14 +451,17 @@ def cmd_search(args: argparse.Namespace) -> None:
     url = args.db or default_db_url()
     repo = Repository.open(url)
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    submission_id = args.job_id
     if args.no_ray:
         executor = LocalExecutor()
     else:
         from workers import RayExecutor  # only this command needs Ray
 
         executor = RayExecutor(address=args.address, workers=config.workers)
+        submission_id = submission_id or f"ray-{executor.job_id}"
     log(f"study {config.study_name!r} in {redact_url(url)}")
-    study_id = SearchRunner(config, repo, optuna_storage_url(url), executor, log=log).run(resume=args.resume)
+    runner = SearchRunner(config, repo, optuna_storage_url(url), executor, log=log, submission_id=submission_id)
+    study_id = runner.run(resume=args.resume)
     print_pareto(repo.pareto(study_id), config.study_name)
     print(f"browse: flexiq studies pareto {study_id} --db '{redact_url(url)}'")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import statistics
 import time
 import zlib
@@ -90,11 +91,16 @@ def check_search_inputs(config: SearchConfig) -> None:
 class SearchRunner:
     """Runs (or resumes) one study into a `Repository`."""
 
+    HEARTBEAT_SECONDS = 10.0
+
     def __init__(self, config: SearchConfig, repo, storage_url: str, executor: Executor | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, submission_id: str | None = None) -> None:
         self.config, self.repo, self.storage_url = config, repo, storage_url
         self.executor = executor or LocalExecutor()
         self.log = log
+        self.submission_id = submission_id or f"local-{os.getpid()}-{int(time.time())}"
+        self.job_id: int | None = None
+        self._last_heartbeat = 0.0
 
     # --- the study -----------------------------------------------------------------------
     def run(self, resume: bool = False) -> int:
@@ -114,6 +120,7 @@ class SearchRunner:
         else:
             study_id = stored["id"]
             self.repo.set_study_status(study_id, "running")
+        self.job_id = self.repo.start_job(self.submission_id, study_id)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(study_name=f"flexiq:{config.study_name}", storage=self.storage_url,
                                     directions=["maximize", "minimize"], load_if_exists=True,
@@ -141,9 +148,18 @@ class SearchRunner:
                 self.repo.update_pareto(study_id)
         except BaseException:
             self.repo.set_study_status(study_id, "failed")
+            self.repo.finish_job(self.job_id, "failed")
             raise
         self.repo.set_study_status(study_id, "finished")
+        self.repo.finish_job(self.job_id, "succeeded")
         return study_id
+
+    def heartbeat(self) -> None:
+        """Tell the store this job is alive (throttled): a stale heartbeat marks a dead driver."""
+        now = time.monotonic()
+        if self.job_id is not None and now - self._last_heartbeat >= self.HEARTBEAT_SECONDS:
+            self.repo.heartbeat(self.job_id)
+            self._last_heartbeat = now
 
     # --- one trial ---------------------------------------------------------------------------
     def run_trial(self, config: SearchConfig, prepared: PreparedModel, trial_id: int, number: int) -> list[float]:
@@ -163,6 +179,7 @@ class SearchRunner:
         def on_generation(state: dict) -> None:
             self.repo.save_checkpoint(trial_id, EVOLUTION_CHECKPOINT, zlib.compress(json.dumps(state).encode()))
             progress.update(state)
+            self.heartbeat()
 
         evaluate_batch, release = self.executor.fitness_pool(qmodel, images, config.metric)
         try:

@@ -55,6 +55,8 @@ def test_a_study_with_two_optuna_trials_stores_its_front(checkpoint, tmp_path, c
     top1 = [p["top1"] for p in front]
     assert latencies == sorted(latencies) and top1 == sorted(top1), "a front: slower points are more accurate"
     assert len(rows(db, "flexiq_trials")) == 2 and len(rows(db, "flexiq_evaluations")) == 2 * 5
+    (job,) = sqlite3.connect(db).execute("SELECT submission_id, status, heartbeat FROM flexiq_jobs").fetchall()
+    assert job[0].startswith("local-") and job[1] == "succeeded" and job[2]
 
 
 def test_a_killed_driver_resumes_without_losing_or_duplicating_rows(checkpoint, tmp_path):
@@ -81,6 +83,8 @@ def test_a_killed_driver_resumes_without_losing_or_duplicating_rows(checkpoint, 
     assert "resuming trial 0" in resumed.stderr
     assert len(rows(db, "flexiq_trials")) == 1 and len(rows(db, "flexiq_selections")) == 1
     assert len(rows(db, "flexiq_evaluations")) == 5 and len(rows(db, "flexiq_latency_measurements")) == 5
+    jobs = sqlite3.connect(db).execute("SELECT status FROM flexiq_jobs ORDER BY id").fetchall()
+    assert jobs == [("running",), ("succeeded",)], "the killed driver's job keeps its last heartbeat"
 
     fresh_db = tmp_path / "fresh.db"
     fresh = flexiq(*[a if a != f"sqlite:///{db}" else f"sqlite:///{fresh_db}" for a in args])

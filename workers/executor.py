@@ -80,6 +80,7 @@ class RayExecutor:
         connect(address)
         self.workers = workers
         self.actors: list = []
+        self.job_id = ray.get_runtime_context().get_job_id()  # the driver's job on the cluster
 
     def fitness_pool(self, qmodel, images, metric):
         # Held for the pool's life: a restarted actor reads its constructor arguments again.
