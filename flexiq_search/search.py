@@ -122,9 +122,10 @@ class SearchRunner:
             self.repo.set_study_status(study_id, "running")
         self.job_id = self.repo.start_job(self.submission_id, study_id)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name=f"flexiq:{config.study_name}", storage=self.storage_url,
-                                    directions=["maximize", "minimize"], load_if_exists=True,
-                                    sampler=optuna.samplers.NSGAIISampler(seed=config.seed))
+        with self.repo.schema_lock():  # Optuna creates its tables on first use: one driver at a time
+            study = optuna.create_study(study_name=f"flexiq:{config.study_name}", storage=self.storage_url,
+                                        directions=["maximize", "minimize"], load_if_exists=True,
+                                        sampler=optuna.samplers.NSGAIISampler(seed=config.seed))
         prepared = prepare_model(config.model, config.dataset, config.checkpoint)
         try:
             trials = {t["number"]: t for t in self.repo.list_trials(study_id)}

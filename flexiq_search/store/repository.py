@@ -14,6 +14,7 @@ back what was stored (the envelope, or the plain dict) and refuses a `_type` thi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import zlib
 from collections.abc import Iterator
@@ -22,14 +23,15 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any, Protocol, Sequence
 
-from sqlalchemy import Engine, Table, delete, select, update
+from sqlalchemy import Engine, Table, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import CONFIG_TYPES, config_from_dict
 from ..errors import FlexiqError
-from .engine import WRITE, create_store_engine, default_db_url, failure_reason, migrate, redact_url
+from .engine import (MIGRATION_LOCK_ID, WRITE, create_store_engine, default_db_url, failure_reason, migrate,
+                     redact_url)
 from .schema import (
     STUDY_STATUSES, Checkpoint, Evaluation, Job, LatencyMeasurement, ParetoPoint, Schedule, SelectionRow, Study, Trial,
     utcnow,
@@ -141,6 +143,32 @@ class Repository:
     @property
     def url(self) -> str:
         return redact_url(self._engine.url)
+
+    @contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Hold the database-wide schema lock while another library creates its tables in this
+        database (Optuna's RDB storage): two drivers starting on a fresh database would otherwise
+        race on CREATE TYPE / CREATE TABLE. PostgreSQL: the migrations' advisory lock; SQLite: an
+        exclusive lock on a file beside the database."""
+        if self._engine.dialect.name == "postgresql":
+            with self._engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+                    connection.commit()
+            return
+        database = self._engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Session]:
