@@ -461,7 +461,9 @@ def cmd_search(args: argparse.Namespace) -> None:
         submission_id = submission_id or f"ray-{executor.job_id}"
     log(f"study {config.study_name!r} in {redact_url(url)}")
     runner = SearchRunner(config, repo, optuna_storage_url(url), executor, log=log, submission_id=submission_id)
+    started = time.perf_counter()
     study_id = runner.run(resume=args.resume)
+    log(f"search finished in {time.perf_counter() - started:.0f} s")
     print_pareto(repo.pareto(study_id), config.study_name)
     print(f"browse: flexiq studies pareto {study_id} --db '{redact_url(url)}'")
 

@@ -38,8 +38,10 @@ def rows(db_path, table):
 def test_a_study_with_two_optuna_trials_stores_its_front(checkpoint, tmp_path, capsys):
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
-    assert main([*SEARCH, "--checkpoint", checkpoint, "--generations", "2", "--trials", "2", "--name", "two",
-                 "--db", url]) == 0
+    config = tmp_path / "space.yaml"
+    config.write_text("group_size: 8\nsearch_space:\n  group_size: [4, 8]\n  activation_shift: [static, dynamic]\n")
+    assert main([*SEARCH, "--config", str(config), "--checkpoint", checkpoint, "--generations", "2", "--trials", "2",
+                 "--name", "two", "--db", url]) == 0
     out = capsys.readouterr()
     assert "Pareto front of two" in out.out and "ETA" in out.err
     assert main(["studies", "list", "--db", url, "--json"]) == 0
@@ -55,6 +57,10 @@ def test_a_study_with_two_optuna_trials_stores_its_front(checkpoint, tmp_path, c
     top1 = [p["top1"] for p in front]
     assert latencies == sorted(latencies) and top1 == sorted(top1), "a front: slower points are more accurate"
     assert len(rows(db, "flexiq_trials")) == 2 and len(rows(db, "flexiq_evaluations")) == 2 * 5
+    params = [json.loads(row[0]) for row in sqlite3.connect(db).execute(
+        "SELECT params_json FROM flexiq_trials ORDER BY number")]
+    assert params[0] == {"group_size": 8, "activation_shift": "static"}, "trial 0 runs the config's own values"
+    assert set(params[1]) == {"group_size", "activation_shift"}
     (job,) = sqlite3.connect(db).execute("SELECT submission_id, status, heartbeat FROM flexiq_jobs").fetchall()
     assert job[0].startswith("local-") and job[1] == "succeeded" and job[2]
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported: listeners on loopback
 
@@ -54,6 +55,17 @@ class FitnessActor:
 
     def score(self, candidates: list[dict]) -> list[float]:
         return [self.evaluator(masks) for masks in candidates]
+
+    def score_timed(self, candidates: list[dict]) -> tuple[list[float], float]:
+        """Scores and the seconds spent computing them (benchmarks split compute from transfer)."""
+        started = time.perf_counter()
+        scores = self.score(candidates)
+        return scores, time.perf_counter() - started
+
+    def set_cache_bytes(self, cache_bytes: int) -> None:
+        self.evaluator.cache_bytes = cache_bytes
+        self.evaluator.cache.clear()
+        self.evaluator.cached_bytes = 0
 
     def pid(self) -> int:
         return os.getpid()

@@ -78,3 +78,20 @@ def test_latency_tasks_go_where_the_resource_is(executor, problem):
             executor.latency("fake", qmodel, images[:1], [0.0], "resnet20")
         finally:
             del module.LATENCY_RESOURCES["fake"]
+
+
+def test_finetuning_runs_as_a_task_and_returns_loadable_weights(executor, trained_resnet20, digits_batches):
+    from flexiq_search.evaluation import PreparedModel
+    from flexiq_search.data import get_dataset
+    from flexiq_search.finetune import FinetuneConfig
+    from flexiq_search.selection import apply_selection, create_strategy
+
+    qmodel = convert_model(trained_resnet20, digits_batches)
+    apply_selection(qmodel, create_strategy("range").select(qmodel, [0.5, 1.0]))
+    prepared = PreparedModel("resnet20", trained_resnet20, get_dataset("digits"))
+    state = executor.finetune(qmodel, trained_resnet20, prepared, FinetuneConfig(epochs=1, train_samples=128,
+                                                                                 batch_size=64, lr=1e-2))
+    before = {k: v.clone() for k, v in qmodel.state_dict().items()}
+    qmodel.load_state_dict(state)
+    changed = [k for k in state if k.endswith(("weight_codes", ".bias")) and not torch.equal(state[k], before[k])]
+    assert changed, "the task trained the weights"
