@@ -1,0 +1,39 @@
+"""`export_study` turns a stored trial into a .flexiq file the runtime serves; `serve_bench` contract."""
+
+import pytest
+
+from flexiq_search.cli import main
+from flexiq_search.errors import FlexiqError
+from flexiq_search.runtime.bench import export_study, serve_bench
+from flexiq_search.runtime.runtime import FlexiqRuntime
+from flexiq_search.store import Repository
+
+
+@pytest.fixture(scope="module")
+def study_db(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    checkpoint = folder / "r20.pt"
+    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "4", "--out", str(checkpoint)]) == 0
+    url = f"sqlite:///{folder / 'db.sqlite'}"
+    assert main(["search", "--no-ray", "--model", "resnet20", "--dataset", "digits", "--checkpoint", str(checkpoint),
+                 "--backends", "npu-sim", "--calibration", "64", "--eval-samples", "200", "--population", "4",
+                 "--generations", "1", "--name", "s", "--db", url]) == 0
+    return url
+
+
+def test_a_stored_trial_exports_and_serves(study_db, tmp_path):
+    repo = Repository.open(study_db)
+    summary = export_study(repo, "s", str(tmp_path / "m.flexiq"), point=0)
+    assert summary["trial"] == 0 and summary["levels"] == [0.25, 0.5, 0.75, 1.0]
+    runtime = FlexiqRuntime.load(summary["path"])
+    assert runtime.accuracy(0.5) == summary["accuracy"][0.5] and runtime.exported.manifest["provenance"]["study"] == "s"
+    with pytest.raises(FlexiqError, match="no trial 7"):
+        export_study(repo, "s", str(tmp_path / "x.flexiq"), trial=7)
+    result = serve_bench(summary["path"], trace="steps", slo_ms=5.0, duration_s=4.0, backend="npu-sim")
+    assert result["latency_source"]["provenance"] == "simulated"
+    assert [run["policy"] for run in result["runs"]] == ["adaptive", "int8", "int4"]
+    for run in result["runs"]:
+        assert set(run) >= {"policy", "p50_ms", "p90_ms", "p99_ms", "throughput_rps", "slo_violation_rate",
+                            "mean_accuracy", "switches"}
+    assert result["switch_us"] > 0
+    repo.close()
