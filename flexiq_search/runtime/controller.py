@@ -68,40 +68,64 @@ class StaticController(RatioController):
 
 @register_controller("threshold")
 class ThresholdController(RatioController):
-    """Up one level at `high` x SLO (or a queue over `queue_high`); down one level only after `calm`
-    decisions in a row under `low` x SLO with a short queue, and only if the lower level, at its
-    observed service time per request, could carry the recent arrival rate at no more than
-    `down_utilization` (otherwise it would climb straight back: that is flapping)."""
+    """Latency and queue thresholds with hysteresis.
+
+    Up when the recent latency passes `high` x SLO or the queue passes `queue_high`: to the lowest
+    level whose observed service time per request carries the recent arrival rate at no more than
+    `up_utilization` (one level up while a level's cost is still unknown). After any switch it holds
+    for `hold` decisions (the new level needs time to drain the queue the old one built), unless the
+    SLO itself is being missed. Down one level only after `calm` decisions in a row under `low` x SLO
+    with a short queue, and only if the lower level would run at no more than `down_utilization`:
+    the gaps between these marks are what keeps it from flapping.
+    """
 
     def __init__(self, levels: Sequence[float], slo_ms: float, high: float = 0.8, low: float = 0.4,
-                 queue_high: int = 8, queue_low: int = 1, calm: int = 20, down_utilization: float = 0.8) -> None:
+                 queue_high: int = 32, queue_low: int = 1, calm: int = 20, hold: int = 8,
+                 up_utilization: float = 0.9, down_utilization: float = 0.8) -> None:
         super().__init__(levels, slo_ms)
-        if not 0 < low < high or not 0 < down_utilization <= 1:
-            raise ValueError("thresholds need 0 < low < high and 0 < down_utilization <= 1")
-        self.high, self.low, self.queue_high, self.queue_low, self.calm = high, low, queue_high, queue_low, calm
-        self.down_utilization = down_utilization
+        if not 0 < low < high or not 0 < down_utilization < up_utilization <= 1:
+            raise ValueError("thresholds need 0 < low < high and 0 < down_utilization < up_utilization <= 1")
+        self.high, self.low, self.queue_high, self.queue_low = high, low, queue_high, queue_low
+        self.calm, self.hold = calm, hold
+        self.up_utilization, self.down_utilization = up_utilization, down_utilization
         self.per_request_ms: dict[float, float] = {}  # learned: service time per request at each level
         self._calm_streak = 0
+        self._since_switch = hold
 
     def observe(self, ratio, batch, service_ms):
         previous = self.per_request_ms.get(ratio)
         sample = service_ms / batch
         self.per_request_ms[ratio] = sample if previous is None else 0.9 * previous + 0.1 * sample
 
+    def _utilization(self, ratio: float, arrival_rps: float | None) -> float | None:
+        cost = self.per_request_ms.get(ratio)
+        return None if cost is None or arrival_rps is None else arrival_rps * cost / 1000
+
+    def _switch(self, ratio: float) -> float:
+        self._since_switch, self._calm_streak = 0, 0
+        return ratio
+
     def decide(self, current, queue_length, recent_latency_ms, arrival_rps=None):
+        self._since_switch += 1
         index = self.levels.index(current)
         latency = recent_latency_ms or 0.0
-        if latency > self.high * self.slo_ms or queue_length > self.queue_high:
+        overloaded = latency > self.high * self.slo_ms or queue_length > self.queue_high
+        if overloaded and index < len(self.levels) - 1:
             self._calm_streak = 0
-            return self.levels[min(index + 1, len(self.levels) - 1)]
+            if self._since_switch <= self.hold and latency <= self.slo_ms:
+                return current
+            for candidate in self.levels[index + 1:]:
+                utilization = self._utilization(candidate, arrival_rps)
+                if utilization is None:
+                    return self._switch(candidate)  # not measured yet: one level at a time
+                if utilization <= self.up_utilization:
+                    return self._switch(candidate)
+            return self._switch(self.levels[-1])
         if latency < self.low * self.slo_ms and queue_length <= self.queue_low and index > 0:
             self._calm_streak += 1
-            lower = self.levels[index - 1]
-            cost = self.per_request_ms.get(lower)
-            fits = cost is None or arrival_rps is None or arrival_rps * cost / 1000 <= self.down_utilization
-            if self._calm_streak >= self.calm and fits:
-                self._calm_streak = 0
-                return lower
-        else:
+            utilization = self._utilization(self.levels[index - 1], arrival_rps)
+            if self._calm_streak >= self.calm and (utilization is None or utilization <= self.down_utilization):
+                return self._switch(self.levels[index - 1])
+        elif not overloaded:
             self._calm_streak = 0
         return current

@@ -84,3 +84,12 @@ def test_adaptive_serving_keeps_the_slo_at_the_peak_where_int8_does_not():
     assert summary["adaptive"]["mean_accuracy"] > summary["int4"]["mean_accuracy"]
     assert 0 < summary["adaptive"]["switches"] < 200, "switches with the load, does not flap"
     assert summary["int8"]["switches"] == 0 and len(runs["adaptive"].latencies_ms) == len(times)
+
+
+def test_threshold_controller_jumps_to_the_level_that_carries_the_load():
+    """With learned per-request costs, an overload goes straight to the lowest sufficient level."""
+    controller = create_controller("threshold", levels=[0.0, 0.25, 0.5, 1.0], slo_ms=10.0, hold=0)
+    for ratio, cost in ((0.0, 2.0), (0.25, 1.8), (0.5, 1.6), (1.0, 1.2)):
+        controller.observe(ratio, 4, 4 * cost)
+    assert controller.decide(0.0, 40, 9.0, arrival_rps=540) == 0.5, "0.25 would run at 97%, 0.5 at 86%"
+    assert controller.decide(0.5, 40, 9.0, arrival_rps=2000) == 1.0, "nothing suffices: the top level"
