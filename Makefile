@@ -10,7 +10,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install data postgres demo test clean
+.PHONY: install data postgres browser demo test clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -32,10 +32,15 @@ postgres:
 	@test -n "$(wildcard /usr/lib/postgresql/*/bin/initdb)" || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql; }
 
+# Headless Chromium for the dashboard's browser test (tests/dashboard/test_browser.py).
+browser:
+	@test -x /usr/bin/chromium || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
 demo: install data
 	$(VENV)/bin/flexiq demo
 
-test: install data postgres
+test: install data postgres browser
 	FLEXIQ_TEST_POSTGRES_URL="$${FLEXIQ_TEST_POSTGRES_URL:-$$(infra/postgres-test-server.sh)}" $(VENV)/bin/pytest -q
 
 clean:

@@ -198,11 +198,37 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--resume", action="store_true", help="continue the study of the same name")
     search.add_argument("--job-id", default=None, help="submission id recorded in the jobs table (default: Ray's job id)")
 
+    export = sub.add_parser("export", help="a stored study's trial as one deployable .flexiq file")
+    export.add_argument("--study", required=True, help="study id or name")
+    export.add_argument("--point", type=int, default=None, help="K-th Pareto point (fastest first) of the first backend")
+    export.add_argument("--trial", type=int, default=None, help="trial number (default: best mean top-1)")
+    export.add_argument("--out", required=True)
+    export.add_argument("--db", default=None)
+    export.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("serve-bench", help="adaptive ratio vs static INT8 / all-4-bit under a request trace")
+    bench.add_argument("--model", required=True, help="a .flexiq file (flexiq export)")
+    bench.add_argument("--trace", default="steps", help="poisson, steps (low <-> 3x) or file:PATH (time_s,rate_rps)")
+    bench.add_argument("--slo-ms", type=float, required=True)
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds of trace")
+    bench.add_argument("--backend", choices=["npu-sim", "cpu"], default="npu-sim",
+                       help="npu-sim: discrete-event simulation on the simulator's latencies; cpu: runs for real")
+    bench.add_argument("--load", type=float, default=0.4, help="base request rate as a share of INT8 capacity")
+    bench.add_argument("--max-batch", type=positive_int, default=8)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--plot", default=None, help="write the ratio over time to this HTML file")
+    bench.add_argument("--json", action="store_true")
+
     studies = sub.add_parser("studies", help="stored search studies and their Pareto fronts")
     studies.add_argument("action", choices=["list", "show", "pareto"])
     studies.add_argument("study", nargs="?", default=None, help="study id or name (show, pareto)")
     studies.add_argument("--db", default=None)
     studies.add_argument("--json", action="store_true")
+
+    dashboard = sub.add_parser("dashboard", help="browse the stored studies in a Streamlit web app (read-only)")
+    dashboard.add_argument("--db", default=None, help="database URL (default: $FLEXIQ_DB, else the SQLite file)")
+    dashboard.add_argument("--port", type=positive_int, default=8501)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     return parser
 
 
@@ -465,7 +491,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     study_id = runner.run(resume=args.resume)
     log(f"search finished in {time.perf_counter() - started:.0f} s")
     print_pareto(repo.pareto(study_id), config.study_name)
-    print(f"browse: flexiq studies pareto {study_id} --db '{redact_url(url)}'")
+    print(f"dashboard: flexiq dashboard --db '{redact_url(url)}'")
 
 
 def print_pareto(points: list[dict], title: str) -> None:
@@ -505,9 +531,65 @@ def cmd_studies(args: argparse.Namespace) -> None:
         print_pareto(points, study["name"])
 
 
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    """Streamlit on `dashboard/app.py`, replacing this process. The database is opened read-only
+    first, so an empty, unreachable or outdated one is the usual one-line error. The URL reaches the
+    app in $FLEXIQ_DB, not on its command line, where other users could read the password."""
+    from .store import Repository, default_db_url, redact_url
+
+    url = args.db or default_db_url()
+    Repository.open(url, read_only=True).close()
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    if not app.is_file():
+        raise FlexiqError(f"no dashboard app at {app} (install flexiq with its dashboard package)")
+    print(f"dashboard of {redact_url(url)} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+               "--server.port", str(args.port), "--server.headless", "true", "--server.fileWatcherType", "none",
+               "--client.toolbarMode", "viewer", "--browser.gatherUsageStats", "false"]
+    os.execve(sys.executable, command, dict(os.environ, FLEXIQ_DB=url))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .runtime.bench import export_study
+    from .store import Repository
+
+    if args.point is not None and args.trial is not None:
+        raise FlexiqError("give --point or --trial, not both")
+    with Repository.open(args.db) as repo:
+        summary = export_study(repo, args.study, args.out, trial=args.trial, point=args.point)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        levels = ", ".join(f"{r:.0%} {a:.2f}" for r, a in sorted(summary["accuracy"].items()))
+        print(f"exported trial {summary['trial']} of {summary['study']} to {summary['path']} (top-1: {levels})")
+
+
+def cmd_serve_bench(args: argparse.Namespace) -> None:
+    from .runtime.bench import plot_timeline, serve_bench
+
+    if args.slo_ms <= 0 or args.duration <= 0 or not 0 < args.load <= 10:
+        raise FlexiqError("--slo-ms and --duration must be positive, --load in (0, 10]")
+    result = serve_bench(args.model, trace=args.trace, slo_ms=args.slo_ms, duration_s=args.duration,
+                         backend=args.backend, load=args.load, max_batch=args.max_batch, seed=args.seed)
+    if args.plot:
+        plot_timeline(result, args.plot)
+    result.pop("timeline")
+    if args.json:
+        print(json.dumps(result))
+        return
+    source = result["latency_source"]
+    print(f"{result['trace']} trace, {result['requests']} requests, SLO {args.slo_ms:g} ms, latency from "
+          f"{source['backend']} ({source['provenance']}); ratio switch {result['switch_us']:.2f} us")
+    print(f"{'policy':<10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'rps':>10}{'SLO miss':>10}{'top-1':>8}{'switches':>10}")
+    for run in result["runs"]:
+        print(f"{run['policy']:<10}{run['p50_ms']:>10.3f}{run['p90_ms']:>10.3f}{run['p99_ms']:>10.3f}"
+              f"{run['throughput_rps']:>10.0f}{run['slo_violation_rate']:>10.1%}{run['mean_accuracy']:>8.2f}"
+              f"{run['switches']:>10}")
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "select": cmd_select, "finetune": cmd_finetune,
             "latency": cmd_latency, "models": cmd_models, "demo": cmd_demo, "search": cmd_search,
-            "studies": cmd_studies}
+            "studies": cmd_studies, "export": cmd_export, "serve-bench": cmd_serve_bench, "dashboard": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:

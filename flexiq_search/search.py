@@ -31,9 +31,9 @@ from .quant.convert import convert_model, set_ratio
 from .selection import apply_selection
 from .selection.evolution import BatchEvaluator, EvolutionarySelection
 from .selection.fitness import FitnessEvaluator
+from .store.repository import EVOLUTION_CHECKPOINT  # the store decodes it for progress
 from .training import accuracy
 
-EVOLUTION_CHECKPOINT = "evolution"
 
 
 class Executor(Protocol):
@@ -201,7 +201,8 @@ class SearchRunner:
             result = self.executor.latency(backend, qmodel, images[:1], [0.0] + levels, config.model)
             latencies += [{"backend": backend, "provenance": result["provenance"], "hardware": result["hardware"],
                            "ratio": row["ratio"], "latency_us": row["latency_us"], "cycles": row["cycles"],
-                           "speedup_vs_int8": row["speedup_vs_int8"]} for row in result["ratios"]]
+                           "speedup_vs_int8": row["speedup_vs_int8"], "layers": row["layers"]}
+                          for row in result["ratios"]]
         self.repo.add_result(trial_id, selection, evaluations, latencies)
         primary = [row["latency_us"] for row in latencies if row["backend"] == config.backends[0]]
         top1 = statistics.mean(row["top1"] for row in evaluations if row["ratio"] > 0)

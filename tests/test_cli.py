@@ -90,7 +90,7 @@ def test_demo_trains_searches_and_reuses(tmp_path):
     second = run_cli_env(env_home, "demo", "--dataset", "digits", "--epochs", "1")
     assert second.returncode == 0 and second.stderr.count("reusing") == 2
     table = first.stdout[first.stdout.index("Pareto front"):].splitlines()
-    assert second.stdout.splitlines() == [line for line in table if not line.startswith("browse:")]
+    assert second.stdout.splitlines() == [line for line in table if not line.startswith("dashboard:")]
 
 
 def run_cli_env(extra_env, *args):

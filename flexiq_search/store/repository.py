@@ -10,6 +10,10 @@ Configs (of studies and schedules) are stored as versioned `{"_type", "_version"
 An envelope of a type registered in `flexiq_search.config` is stored as given (and validated); a
 plain dict is wrapped as `{"_type": "search-config", "_version": 1, "_data": config}`. Reading gives
 back what was stored (the envelope, or the plain dict) and refuses a `_type` this code does not know.
+
+`Repository.open(url, read_only=True)` is for readers that must never change the database (the
+dashboard): it neither creates nor migrates, the database itself refuses writes, and the read
+methods at the end of the class give whole studies in one transaction each.
 """
 
 from __future__ import annotations
@@ -23,15 +27,15 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any, Protocol, Sequence
 
-from sqlalchemy import Engine, Table, delete, select, text, update
+from sqlalchemy import Engine, Table, and_, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import CONFIG_TYPES, config_from_dict
 from ..errors import FlexiqError
-from .engine import (MIGRATION_LOCK_ID, WRITE, create_store_engine, default_db_url, failure_reason, migrate,
-                     redact_url)
+from .engine import (MIGRATION_LOCK_ID, WRITE, check_schema, create_store_engine, default_db_url, failure_reason,
+                     migrate, redact_url)
 from .schema import (
     STUDY_STATUSES, Checkpoint, Evaluation, Job, LatencyMeasurement, ParetoPoint, Schedule, SelectionRow, Study, Trial,
     utcnow,
@@ -42,6 +46,8 @@ SEARCH_CONFIG_VERSION = 1
 FINISHED_TRIAL_STATUSES = ("complete", "failed")
 FINISHED_JOB_STATUSES = ("succeeded", "failed")
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # both offer ON CONFLICT
+# The checkpoint key of the evolution's state: the search writes it, progress queries decode it.
+EVOLUTION_CHECKPOINT = "evolution"
 
 
 class StorableSelection(Protocol):
@@ -114,22 +120,27 @@ def pareto_front(points: list[dict]) -> list[dict]:
 class Repository:
     """The search store. Open with `Repository.open(url)`; each method is one transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
+        self.read_only = read_only
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
         self._insert = INSERTS[engine.dialect.name]
 
     @classmethod
-    def open(cls, url: str | None = None) -> "Repository":
-        """Open (creating or migrating to the newest schema) the store at `url` or `default_db_url()`."""
-        engine = create_store_engine(url or default_db_url())
+    def open(cls, url: str | None = None, *, read_only: bool = False) -> "Repository":
+        """Open (creating or migrating to the newest schema) the store at `url` or `default_db_url()`.
+
+        `read_only`: open an existing store as it is; an empty database, an older schema or an
+        unreachable server is a one-line `FlexiqError` (`StoreEmpty`, `StoreOutdated` for the first two).
+        """
+        engine = create_store_engine(url or default_db_url(), read_only=read_only)
         try:
-            migrate(engine)
+            check_schema(engine) if read_only else migrate(engine)
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine)
+        return cls(engine, read_only=read_only)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -172,6 +183,8 @@ class Repository:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Session]:
+        if write and self.read_only:
+            raise FlexiqError(f"database {self.url} is open read-only")
         try:
             with (self._write if write else self._read).begin() as session:
                 yield session
@@ -265,10 +278,12 @@ class Repository:
         return self._upsert(session, Evaluation.__table__, values, ("selection_id", "ratio", "dataset"), replace=True)
 
     def _add_latency(self, session: Session, selection_id: int, *, backend: str, provenance: str, hardware: dict,
-                     ratio: float, latency_us: float, cycles: int | None = None, speedup_vs_int8: float) -> int:
+                     ratio: float, latency_us: float, cycles: int | None = None, speedup_vs_int8: float,
+                     layers: list[dict] | None = None) -> int:
         values = {"selection_id": selection_id, "backend": backend, "provenance": provenance,
                   "hardware_json": json.dumps(hardware, sort_keys=True), "ratio": ratio, "latency_us": latency_us,
-                  "cycles": cycles, "speedup_vs_int8": speedup_vs_int8}
+                  "cycles": cycles, "speedup_vs_int8": speedup_vs_int8,
+                  "layers_json": json.dumps(layers) if layers is not None else None}
         return self._upsert(session, LatencyMeasurement.__table__, values, ("selection_id", "backend", "ratio"),
                             replace=True)
 
@@ -293,19 +308,21 @@ class Repository:
                                         dataset=dataset, samples=samples)
 
     def add_latency(self, selection_id: int, backend: str, provenance: str, hardware: dict, ratio: float,
-                    latency_us: float, cycles: int | None, speedup_vs_int8: float) -> int:
-        """Record (or re-record: one row per selection, backend and ratio) a latency."""
+                    latency_us: float, cycles: int | None, speedup_vs_int8: float,
+                    layers: list[dict] | None = None) -> int:
+        """Record (or re-record: one row per selection, backend and ratio) a latency; `layers` is the
+        backend's per-layer breakdown, [{"name", "latency_us", "cycles"}]."""
         with self._transaction(write=True) as session:
             return self._add_latency(session, selection_id, backend=backend, provenance=provenance,
                                      hardware=hardware, ratio=ratio, latency_us=latency_us, cycles=cycles,
-                                     speedup_vs_int8=speedup_vs_int8)
+                                     speedup_vs_int8=speedup_vs_int8, layers=layers)
 
     def add_result(self, trial_id: int, selection: StorableSelection, evaluations: list[dict],
                    latencies: list[dict]) -> int:
         """A selection with all its evaluations and latencies, stored all together or not at all.
 
         `evaluations` take `add_evaluation`'s keyword arguments (top5, fitness optional), `latencies`
-        `add_latency`'s (cycles optional). Returns the selection id.
+        `add_latency`'s (cycles, layers optional). Returns the selection id.
         """
         with self._transaction(write=True) as session:
             selection_id = self._save_selection(session, trial_id, selection)
@@ -408,3 +425,115 @@ class Repository:
     def mark_schedule_run(self, schedule_id: int) -> None:
         with self._transaction(write=True) as session:
             self._update_one(session, Schedule, schedule_id, "schedule", last_run=utcnow())
+
+    # whole studies, for readers (the dashboard)
+
+    def study_summaries(self) -> list[dict]:
+        """Every study with its trial count, its jobs' last heartbeat and its best top-1 at each ratio
+        (on the study's own dataset), for a table of studies."""
+        with self._transaction(write=False) as session:
+            studies = session.scalars(select(Study).order_by(Study.id)).all()
+            trials = dict(session.execute(select(Trial.study_id, func.count()).group_by(Trial.study_id)).all())
+            heartbeats = dict(session.execute(
+                select(Job.study_id, func.max(Job.heartbeat)).group_by(Job.study_id)).all())
+            best = session.execute(
+                select(Trial.study_id, Evaluation.ratio, func.max(Evaluation.top1))
+                .join(SelectionRow, SelectionRow.trial_id == Trial.id)
+                .join(Evaluation, Evaluation.selection_id == SelectionRow.id)
+                .join(Study, and_(Study.id == Trial.study_id, Study.dataset == Evaluation.dataset))
+                .group_by(Trial.study_id, Evaluation.ratio)).all()
+        best_top1: dict[int, dict[float, float]] = {}
+        for study_id, ratio, top1 in best:
+            best_top1.setdefault(study_id, {})[ratio] = top1
+        return [{"id": s.id, "name": s.name, "status": s.status, "model": s.model, "dataset": s.dataset,
+                 "backends": list(s.backends), "created": iso(s.created), "updated": iso(s.updated),
+                 "trials": trials.get(s.id, 0), "heartbeat": iso(heartbeats.get(s.id)),
+                 "best_top1": dict(sorted(best_top1.get(s.id, {}).items()))} for s in studies]
+
+    def study_results(self, study_id: int) -> dict:
+        """Every stored result of the study: `evaluations` (one per selection, ratio and dataset) and
+        `latencies` (one per selection, backend and ratio, with the top-1 on the study's dataset at
+        that ratio, or None), each with its trial's number and params and its selection's method."""
+        with self._transaction(write=False) as session:
+            dataset = session.scalar(select(Study.dataset).where(Study.id == study_id))
+            if dataset is None:
+                raise FlexiqError(f"no study with id {study_id}")
+            results = (select(Trial.id.label("trial_id"), Trial.number.label("trial"), Trial.params_json,
+                              SelectionRow.id.label("selection_id"), SelectionRow.method)
+                       .join(SelectionRow, SelectionRow.trial_id == Trial.id)
+                       .where(Trial.study_id == study_id))
+            evaluations = session.execute(
+                results.add_columns(Evaluation.ratio, Evaluation.top1, Evaluation.top5, Evaluation.fitness,
+                                    Evaluation.dataset, Evaluation.samples)
+                .join(Evaluation, Evaluation.selection_id == SelectionRow.id)
+                .order_by(Trial.number, Evaluation.dataset, Evaluation.ratio)).mappings().all()
+            latencies = session.execute(
+                results.add_columns(LatencyMeasurement.backend, LatencyMeasurement.provenance,
+                                    LatencyMeasurement.hardware_json, LatencyMeasurement.ratio,
+                                    LatencyMeasurement.latency_us, LatencyMeasurement.cycles,
+                                    LatencyMeasurement.speedup_vs_int8, LatencyMeasurement.layers_json, Evaluation.top1)
+                .join(LatencyMeasurement, LatencyMeasurement.selection_id == SelectionRow.id)
+                .outerjoin(Evaluation, and_(Evaluation.selection_id == SelectionRow.id,
+                                            Evaluation.ratio == LatencyMeasurement.ratio,
+                                            Evaluation.dataset == dataset))
+                .order_by(Trial.number, LatencyMeasurement.backend, LatencyMeasurement.ratio)).mappings().all()
+
+        def decoded(row, **json_columns: str) -> dict:
+            plain = {key: value for key, value in row.items() if key not in json_columns.values()}
+            plain.update({key: json.loads(row[column]) if row[column] is not None else None
+                          for key, column in json_columns.items()})
+            return plain
+
+        return {"dataset": dataset,
+                "evaluations": [decoded(row, params="params_json") for row in evaluations],
+                "latencies": [decoded(row, params="params_json", hardware="hardware_json", layers="layers_json")
+                              for row in latencies]}
+
+    def trial_progress(self, study_id: int) -> list[dict]:
+        """The study's running trials, each with its latest evolution checkpoint decoded (where the
+        search is: level, generation, best fitness, candidates scored) and when it was saved; the
+        checkpoint keys are None until the first generation is done."""
+        with self._transaction(write=False) as session:
+            rows = session.execute(
+                select(Trial.id, Trial.number, Trial.params_json, Checkpoint.payload, Checkpoint.updated)
+                .outerjoin(Checkpoint, and_(Checkpoint.trial_id == Trial.id, Checkpoint.key == EVOLUTION_CHECKPOINT))
+                .where(Trial.study_id == study_id, Trial.status == "running")
+                .order_by(Trial.number)).all()
+        progress = []
+        for trial_id, number, params_json, payload, updated in rows:
+            state = json.loads(zlib.decompress(payload)) if payload is not None else None
+            progress.append({"trial_id": trial_id, "number": number, "params": json.loads(params_json),
+                             "updated": iso(updated), **evolution_progress(state)})
+        return progress
+
+    def selection_for_trial(self, trial_id: int) -> str:
+        """The trial's selection as JSON text (what `flexiq select --out` writes)."""
+        with self._transaction(write=False) as session:
+            payload = session.scalar(select(SelectionRow.payload).where(SelectionRow.trial_id == trial_id))
+        if payload is None:
+            raise FlexiqError(f"trial {trial_id} has no stored selection")
+        return zlib.decompress(payload).decode()
+
+    def study_config(self, study_id: int) -> dict:
+        """The study's config as stored (see the module docstring)."""
+        with self._transaction(write=False) as session:
+            config_json = session.scalar(select(Study.config_json).where(Study.id == study_id))
+        if config_json is None:
+            raise FlexiqError(f"no study with id {study_id}")
+        return config_from_json(config_json)
+
+
+def evolution_progress(state: dict | None) -> dict:
+    """Where an evolutionary search is, from its checkpointed state (`selection.evolution`): the
+    level being searched, its generation, the generations run over all levels, the best fitness
+    so far (lower is better) and the candidates scored. All None without a state."""
+    if state is None:
+        return dict.fromkeys(("levels", "levels_done", "level_ratio", "generation", "generations_done",
+                              "best_fitness", "scored"))
+    done, level = state["done"], state["level_state"] or {}
+    upcoming = state["levels"][len(done)] if len(done) < len(state["levels"]) else None
+    best = level.get("best", done[-1]["fitness"] if done else None)
+    return {"levels": state["levels"], "levels_done": len(done), "level_ratio": level.get("ratio", upcoming),
+            "generation": level.get("generation", 0),
+            "generations_done": sum(d["generations"] for d in done) + level.get("generation", 0),
+            "best_fitness": best, "scored": state["scored"]}

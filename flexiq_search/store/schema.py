@@ -146,6 +146,7 @@ class LatencyMeasurement(Base):
     latency_us: Mapped[float] = mapped_column(Float)
     cycles: Mapped[int | None] = mapped_column(BigInteger)
     speedup_vs_int8: Mapped[float] = mapped_column(Float)
+    layers_json: Mapped[str | None] = mapped_column(Text)  # [{"name", "latency_us", "cycles"}]; None before 0002
 
 
 class ParetoPoint(Base):

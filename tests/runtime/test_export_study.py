@@ -1,5 +1,7 @@
 """`export_study` turns a stored trial into a .flexiq file the runtime serves; `serve_bench` contract."""
 
+import json
+
 import pytest
 
 from flexiq_search.cli import main
@@ -37,3 +39,19 @@ def test_a_stored_trial_exports_and_serves(study_db, tmp_path):
                             "mean_accuracy", "switches"}
     assert result["switch_us"] > 0
     repo.close()
+
+
+def test_export_and_serve_bench_commands(study_db, tmp_path, capsys):
+    model = tmp_path / "cli.flexiq"
+    assert main(["export", "--study", "s", "--out", str(model), "--db", study_db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trial"] == 0
+    assert main(["serve-bench", "--model", str(model), "--slo-ms", "5", "--duration", "3", "--json",
+                 "--plot", str(tmp_path / "t.html")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"slo_ms", "runs", "switch_us", "latency_source"}
+    assert result["latency_source"]["backend"] == "npu-sim" and (tmp_path / "t.html").is_file()
+    model.write_bytes(model.read_bytes()[:-100])
+    assert main(["serve-bench", "--model", str(model), "--slo-ms", "5"]) == 2
+    assert "truncated or altered" in capsys.readouterr().err
+    assert main(["export", "--study", "s", "--point", "99", "--out", str(model), "--db", study_db]) == 2
+    assert "outside the npu-sim front" in capsys.readouterr().err

@@ -72,3 +72,17 @@ def db_url(request, tmp_path) -> str:
 def repo(db_url: str):
     with Repository.open(db_url) as repository:
         yield repository
+
+
+def stamp_future_revision(db_url: str) -> None:
+    """A store migrated to head, then marked with a revision no flexiq knows (a newer release's)."""
+    from sqlalchemy import text
+
+    from flexiq_search.store import Repository
+    from flexiq_search.store.engine import create_store_engine
+
+    Repository.open(db_url).close()
+    engine = create_store_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE flexiq_alembic_version SET version_num = '9999'"))
+    engine.dispose()

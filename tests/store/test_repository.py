@@ -26,6 +26,7 @@ from flexiq_search.store import Repository, default_db_url, redact_url
 from flexiq_search.store.engine import alembic_config, create_store_engine
 from flexiq_search.store.repository import pareto_front
 from flexiq_search.store.schema import VERSION_TABLE, Base, Evaluation, LatencyMeasurement, SelectionRow, Trial
+from .conftest import stamp_future_revision
 
 TABLES = {"flexiq_studies", "flexiq_trials", "flexiq_selections", "flexiq_evaluations", "flexiq_latency_measurements",
           "flexiq_pareto_points",
@@ -81,12 +82,47 @@ def test_migrations_create_the_schema_and_downgrade_cleanly(db_url):
         engine.dispose()
 
 
-def test_schema_from_a_newer_flexiq_is_a_flexiq_error(db_url):
-    Repository.open(db_url).close()
+def test_revision_0002_adds_per_layer_latencies_and_downgrades_to_0001(db_url):
+    """The column comes and goes with its revision; the table keeps its CHECK constraint both ways."""
+    with Repository.open(db_url) as repository:
+        selection_id = repository.save_selection(new_trial(repository), make_selection())
     engine = create_store_engine(db_url)
-    with engine.begin() as connection:
-        connection.execute(text("UPDATE flexiq_alembic_version SET version_num = '9999'"))
-    engine.dispose()
+    insert = text("INSERT INTO flexiq_latency_measurements (selection_id, backend, provenance, hardware_json, ratio, "
+                  "latency_us, speedup_vs_int8) VALUES (:selection_id, 'cpu', :provenance, '{}', 0.5, 1.0, 1.0)")
+    try:
+        with engine.begin() as connection:
+            columns = {c["name"]: c for c in inspect(connection).get_columns("flexiq_latency_measurements")}
+            assert columns["layers_json"]["nullable"]
+            command.downgrade(alembic_config(connection), "0001")
+            assert "layers_json" not in {c["name"] for c in inspect(connection).get_columns(
+                "flexiq_latency_measurements")}
+            assert migration_context(connection).get_current_revision() == "0001"
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(insert, {"selection_id": selection_id, "provenance": "guessed"})
+        with engine.begin() as connection:
+            connection.execute(insert, {"selection_id": selection_id, "provenance": "measured"})
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "head")
+            assert compare_metadata(migration_context(connection), Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_latencies_keep_their_per_layer_breakdown(repo):
+    trial_id = new_trial(repo)
+    layers = [{"name": "layer1.conv", "latency_us": 12.5, "cycles": 12500}, {"name": "fc", "latency_us": 0.5,
+                                                                              "cycles": 500}]
+    selection_id = repo.add_result(trial_id, make_selection(), [{"ratio": 0.5, "top1": 80.0, "dataset": "digits",
+                                                                 "samples": 360}],
+                                   [{**latency(0.5, 13.0, "npu-sim", "simulated"), "layers": layers}])
+    repo.add_latency(selection_id, "cpu", "measured", {}, 0.5, 20.0, None, 1.0)  # a backend without a breakdown
+    study_id = repo.get_study("study")["id"]
+    by_backend = {row["backend"]: row for row in repo.study_results(study_id)["latencies"]}
+    assert by_backend["npu-sim"]["layers"] == layers and by_backend["cpu"]["layers"] is None
+
+
+def test_schema_from_a_newer_flexiq_is_a_flexiq_error(db_url):
+    stamp_future_revision(db_url)
     with pytest.raises(FlexiqError, match="cannot migrate database .*'9999'"):
         Repository.open(db_url)
 

@@ -1,0 +1,175 @@
+"""The store's contents as pandas DataFrames for the pages.
+
+Every read goes through a read-only `Repository` (one per database URL and server process) and is
+cached for a few seconds: the pages of every browser tab share the reads, and a running search's
+new rows show up within a refresh period. Labels are made here once, so every chart and table calls
+a backend, a ratio and a trial's config the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import pandas as pd
+import streamlit as st
+
+from flexiq_search.store import Repository, default_db_url
+
+REFRESH_SECONDS = 5  # how often a page showing a running search reruns
+CACHE_SECONDS = 3  # how long a read is reused: below the refresh period, so every refresh reads anew
+
+EVALUATION_COLUMNS = ["trial_id", "trial", "params", "selection_id", "method", "ratio", "top1", "top5", "fitness",
+                      "dataset", "samples"]
+LATENCY_COLUMNS = ["trial_id", "trial", "params", "selection_id", "method", "backend", "provenance", "hardware",
+                   "ratio", "latency_us", "cycles", "speedup_vs_int8", "layers", "top1"]
+FRONT_KEYS = ["backend", "provenance", "ratio", "method", "top1", "latency_us"]
+
+
+def database_url() -> str:
+    """`--db URL` after `--` on the `streamlit run` line, else $FLEXIQ_DB, else the default SQLite file."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--db")
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    return known.db or default_db_url()
+
+
+@st.cache_resource(show_spinner=False)
+def repository(url: str) -> Repository:
+    """The store at `url`, opened read-only (a failure is not cached: the next run tries again)."""
+    return Repository.open(url, read_only=True)
+
+
+def backend_label(backend: str, provenance: str) -> str:
+    return f"{backend} ({provenance})"
+
+
+def config_label(params: dict) -> str:
+    """A trial's searched values, or that it ran the study's own config."""
+    return ", ".join(f"{key}={value}" for key, value in sorted(params.items())) or "study config"
+
+
+def ratio_label(ratio: float) -> str:
+    return "INT8" if ratio == 0 else f"{ratio:.0%} 4-bit"
+
+
+def best_top1_column(ratio: float) -> str:
+    return f"top-1 @ {ratio:.0%} 4-bit"
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def studies(url: str) -> pd.DataFrame:
+    """One row per study: status, model, dataset, start, duration (to now while running), trials, the
+    jobs' last heartbeat, and the best top-1 (%) of any trial at each ratio."""
+    rows = repository(url).study_summaries()
+    now = pd.Timestamp.now(tz="UTC")
+    records, ratios = [], set()
+    for row in rows:
+        started = pd.Timestamp(row["created"])
+        ended = now if row["status"] == "running" else pd.Timestamp(row["updated"])
+        records.append({"id": row["id"], "name": row["name"], "status": row["status"], "model": row["model"],
+                        "dataset": row["dataset"], "backends": ", ".join(row["backends"]), "started": started,
+                        "duration_s": (ended - started).total_seconds(), "trials": row["trials"],
+                        "heartbeat": pd.Timestamp(row["heartbeat"]) if row["heartbeat"] else pd.NaT,
+                        **{best_top1_column(ratio): top1 for ratio, top1 in row["best_top1"].items()}})
+        ratios.update(row["best_top1"])
+    columns = ["id", "name", "status", "model", "dataset", "backends", "started", "duration_s", "trials", "heartbeat"]
+    return pd.DataFrame.from_records(records, columns=columns + [best_top1_column(r) for r in sorted(ratios)])
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def study(url: str, study_id: int) -> dict | None:
+    return repository(url).get_study(study_id)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def results(url: str, study_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(evaluations on the study's dataset, latencies with the top-1 at their ratio), each row with its
+    trial, the trial's config label and its selection method."""
+    stored = repository(url).study_results(study_id)
+    evaluations = pd.DataFrame(stored["evaluations"], columns=EVALUATION_COLUMNS)
+    evaluations = evaluations[evaluations["dataset"] == stored["dataset"]].reset_index(drop=True)
+    latencies = in_study_backend_order(pd.DataFrame(stored["latencies"], columns=LATENCY_COLUMNS), url, study_id,
+                                       ["trial", "ratio"])
+    for frame in (evaluations, latencies):
+        frame["config"] = [config_label(params) for params in frame["params"]]
+    latencies["label"] = [backend_label(b, p) for b, p in zip(latencies["backend"], latencies["provenance"])]
+    return evaluations, latencies
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def pareto_points(url: str, study_id: int) -> pd.DataFrame:
+    """The study's stored Pareto front per backend, each point with the trial(s) and config it came from."""
+    front = pd.DataFrame(repository(url).pareto(study_id), columns=FRONT_KEYS)
+    _, latencies = results(url, study_id)
+    points = front.merge(latencies.drop(columns="label"), on=FRONT_KEYS, how="left")
+    points["label"] = [backend_label(b, p) for b, p in zip(points["backend"], points["provenance"])]
+    return in_study_backend_order(points, url, study_id, ["latency_us"])
+
+
+def in_study_backend_order(frame: pd.DataFrame, url: str, study_id: int, then: list[str]) -> pd.DataFrame:
+    """Rows sorted by backend in the study's order (its first backend is the one Optuna ranks trials
+    on, so it comes first in every chart), then by `then`."""
+    rank = {backend: i for i, backend in enumerate(study(url, study_id)["backends"])}
+    return (frame.assign(rank=frame["backend"].map(rank)).sort_values(["rank", *then], kind="stable")
+            .drop(columns="rank").reset_index(drop=True))
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def trials(url: str, study_id: int, backends: tuple[str, ...]) -> pd.DataFrame:
+    """The study's trials (its Optuna trials) with the two objectives Optuna ranks them on: the mean
+    top-1 over the 4-bit levels and the mean latency over those levels on the first backend."""
+    rows = repository(url).list_trials(study_id)
+    evaluations, latencies = results(url, study_id)
+    levels = evaluations[evaluations["ratio"] > 0]
+    mean_top1 = levels.groupby("trial")["top1"].mean()
+    first = latencies[(latencies["backend"] == backends[0]) & (latencies["ratio"] > 0)] if backends else latencies[:0]
+    mean_latency = first.groupby("trial")["latency_us"].mean()
+    latency_column = f"mean latency on {backends[0]} (µs)" if backends else "mean latency (µs)"
+    return pd.DataFrame.from_records(
+        [{"trial": t["number"], "Optuna trial": t["optuna_trial_number"], "status": t["status"],
+          "config": config_label(t["params"]), "mean top-1 (%)": mean_top1.get(t["number"]),
+          latency_column: mean_latency.get(t["number"]), "started": pd.Timestamp(t["created"]),
+          "finished": pd.Timestamp(t["finished"]) if t["finished"] else pd.NaT, "trial_id": t["id"]}
+         for t in rows],
+        columns=["trial", "Optuna trial", "status", "config", "mean top-1 (%)", latency_column, "started", "finished",
+                 "trial_id"])
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def progress(url: str, study_id: int) -> list[dict]:
+    return repository(url).trial_progress(study_id)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def selection_json(url: str, trial_id: int) -> str:
+    return repository(url).selection_for_trial(trial_id)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def study_config(url: str, study_id: int) -> dict:
+    return repository(url).study_config(study_id)
+
+
+def trial_config(config: dict, params: dict) -> dict:
+    """The search config a trial ran: the study's (versioned or plain) with the trial's drawn values.
+    Plain keys, so the file can be handed back to `flexiq search --config`."""
+    plain = config["_data"] if {"_type", "_version", "_data"} <= config.keys() else config
+    return {**plain, **params}
+
+
+def channel_shares(selection_text: str) -> pd.DataFrame:
+    """Per layer (rows, in model order) and nested level (columns), the share of the layer's channel
+    groups that run in 4-bit: the level's boundary over the layer's number of groups."""
+    selection = json.loads(selection_text)
+    levels = [float(level) for level in selection["levels"]]
+    return pd.DataFrame.from_dict(
+        {name: [boundary / len(layer["order"]) for boundary in layer["boundaries"]]
+         for name, layer in selection["layers"].items()},
+        orient="index", columns=levels)
+
+
+def group_counts(selection_text: str) -> pd.Series:
+    """Channel groups per layer of a selection (for hover texts: "12 of 16 groups")."""
+    return pd.Series({name: len(layer["order"]) for name, layer in json.loads(selection_text)["layers"].items()})
