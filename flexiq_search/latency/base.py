@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import abc
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..errors import FlexiqError
+from ..registry import Registry
 
 
 class BackendUnavailable(FlexiqError):
@@ -34,26 +35,13 @@ class LatencyBackend(abc.ABC):
         ...
 
 
-BACKENDS: dict[str, Callable[..., LatencyBackend]] = {}
-
-
-def register_backend(name: str):
-    def wrap(cls):
-        cls.name = name
-        BACKENDS[name] = cls
-        return cls
-
-    return wrap
-
-
-def list_backends() -> list[str]:
-    return sorted(BACKENDS)
+BACKENDS = Registry("latency backend")
+register_backend = BACKENDS.register
+list_backends = BACKENDS.names
 
 
 def create_backend(name: str, **kwargs) -> LatencyBackend:
-    if name not in BACKENDS:
-        raise FlexiqError(f"unknown latency backend {name!r}; known: {', '.join(list_backends())}")
-    backend = BACKENDS[name](**kwargs)
+    backend = BACKENDS.create(name, **kwargs)
     reason = backend.unavailable_reason()
     if reason:
         raise BackendUnavailable(f"backend {name} cannot run here: {reason}")

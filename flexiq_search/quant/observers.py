@@ -7,27 +7,18 @@ mean square) that extraction shifts and the range-based selection need.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
+from ..registry import Registry
 from .arithmetic import int8_range
 
-OBSERVERS: dict[str, Callable[..., "ActivationObserver"]] = {}
-
-
-def register_observer(name: str):
-    def wrap(cls):
-        OBSERVERS[name] = cls
-        return cls
-
-    return wrap
+OBSERVERS = Registry("observer", error=ValueError)
+register_observer = OBSERVERS.register
 
 
 def create_observer(name: str, **kwargs) -> "ActivationObserver":
-    if name not in OBSERVERS:
-        raise ValueError(f"unknown observer {name!r}; known: {', '.join(sorted(OBSERVERS))}")
-    return OBSERVERS[name](**kwargs)
+    return OBSERVERS.create(name, **kwargs)
 
 
 @dataclass(frozen=True)

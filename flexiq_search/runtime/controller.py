@@ -9,26 +9,16 @@ the gap between the marks and the wait are the hysteresis that keeps it from fla
 from __future__ import annotations
 
 import abc
-from typing import Callable, Sequence
+from typing import Sequence
 
-from ..errors import FlexiqError
+from ..registry import Registry
 
-CONTROLLERS: dict[str, Callable[..., "RatioController"]] = {}
-
-
-def register_controller(name: str):
-    def wrap(cls):
-        cls.name = name
-        CONTROLLERS[name] = cls
-        return cls
-
-    return wrap
+CONTROLLERS = Registry("controller")
+register_controller = CONTROLLERS.register
 
 
 def create_controller(name: str, **kwargs) -> "RatioController":
-    if name not in CONTROLLERS:
-        raise FlexiqError(f"unknown controller {name!r}; known: {', '.join(sorted(CONTROLLERS))}")
-    return CONTROLLERS[name](**kwargs)
+    return CONTROLLERS.create(name, **kwargs)
 
 
 class RatioController(abc.ABC):

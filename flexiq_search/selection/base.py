@@ -12,7 +12,7 @@ import abc
 import base64
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from torch import nn
 from ..config import BUDGET_MODES
 from ..errors import FlexiqError
 from ..quant.convert import mixed_layers
+from ..registry import Registry
 
 SELECTION_FORMAT = "flexiq-selection"
 SELECTION_VERSION = 2  # 2 added the extraction mode and the shifts; version 1 files still load
@@ -199,23 +200,10 @@ class SelectionStrategy(abc.ABC):
         return images
 
 
-STRATEGIES: dict[str, Callable[..., SelectionStrategy]] = {}
-
-
-def register_strategy(name: str):
-    def wrap(cls):
-        cls.name = name
-        STRATEGIES[name] = cls
-        return cls
-
-    return wrap
-
-
-def list_strategies() -> list[str]:
-    return sorted(STRATEGIES)
+STRATEGIES = Registry("selection method")
+register_strategy = STRATEGIES.register
+list_strategies = STRATEGIES.names
 
 
 def create_strategy(name: str, **kwargs) -> SelectionStrategy:
-    if name not in STRATEGIES:
-        raise FlexiqError(f"unknown selection method {name!r}; known: {', '.join(list_strategies())}")
-    return STRATEGIES[name](**kwargs)
+    return STRATEGIES.create(name, **kwargs)
