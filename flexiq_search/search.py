@@ -31,7 +31,7 @@ from .quant.convert import convert_model, set_ratio
 from .selection import apply_selection
 from .selection.evolution import BatchEvaluator, EvolutionarySelection
 from .selection.fitness import FitnessEvaluator
-from .store.repository import EVOLUTION_CHECKPOINT  # the store decodes it for progress
+from .store.repository import EVOLUTION_CHECKPOINT, evolution_progress  # the store decodes it for progress
 from .training import accuracy
 
 
@@ -230,25 +230,19 @@ class _Progress:
     def __init__(self, log: Callable[[str], None], number: int, total_generations: int, resume: dict | None) -> None:
         self.log, self.number, self.total = log, number, max(total_generations, 1)
         self.started, self.last = time.monotonic(), 0.0
-        self.first = self._done(resume) if resume else 0
-
-    @staticmethod
-    def _done(state: dict) -> int:
-        finished = sum(level["generations"] for level in state["done"])
-        return finished + (state["level_state"]["generation"] if state["level_state"] else 0)
+        self.first = evolution_progress(resume)["generations_done"] or 0
 
     def update(self, state: dict) -> None:
-        done = self._done(state)
+        where = evolution_progress(state)  # the same reading of the state as the dashboard's
+        done = where["generations_done"]
         now = time.monotonic()
         if now - self.last < 2.0 and done < self.total:
             return
         self.last = now
         rate = (done - self.first) / max(now - self.started, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else float("nan")
-        level = state["level_state"] or {}
-        self.log(f"trial {self.number}: generation {done}/{self.total} (level {level.get('ratio', 0):.0%}), "
-                 f"best fitness {level.get('best', float('nan')):.4g}, {state['scored']} candidates scored, "
-                 f"ETA {eta:.0f} s")
+        self.log(f"trial {self.number}: generation {done}/{self.total} (level {where['level_ratio']:.0%}), "
+                 f"best fitness {where['best_fitness']:.4g}, {where['scored']} candidates scored, ETA {eta:.0f} s")
 
 
 def _config_dict(config: SearchConfig) -> dict:

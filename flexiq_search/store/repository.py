@@ -294,10 +294,14 @@ class Repository:
 
     def load_selection(self, selection_id: int) -> str:
         """The selection's JSON text, for `Selection.from_json`."""
+        return self._selection_json(SelectionRow.id == selection_id, f"no selection with id {selection_id}")
+
+    def _selection_json(self, condition, missing: str) -> str:
+        """The JSON text of the one selection matching `condition` (decompressed), or `missing` as an error."""
         with self._transaction(write=False) as session:
-            payload = session.scalar(select(SelectionRow.payload).where(SelectionRow.id == selection_id))
+            payload = session.scalar(select(SelectionRow.payload).where(condition))
         if payload is None:
-            raise FlexiqError(f"no selection with id {selection_id}")
+            raise FlexiqError(missing)
         return zlib.decompress(payload).decode()
 
     def add_evaluation(self, selection_id: int, ratio: float, top1: float, top5: float | None,
@@ -508,11 +512,7 @@ class Repository:
 
     def selection_for_trial(self, trial_id: int) -> str:
         """The trial's selection as JSON text (what `flexiq select --out` writes)."""
-        with self._transaction(write=False) as session:
-            payload = session.scalar(select(SelectionRow.payload).where(SelectionRow.trial_id == trial_id))
-        if payload is None:
-            raise FlexiqError(f"trial {trial_id} has no stored selection")
-        return zlib.decompress(payload).decode()
+        return self._selection_json(SelectionRow.trial_id == trial_id, f"trial {trial_id} has no stored selection")
 
     def study_config(self, study_id: int) -> dict:
         """The study's config as stored (see the module docstring)."""
