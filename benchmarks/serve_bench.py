@@ -63,17 +63,21 @@ def render(exported: dict, runs: list[dict]) -> str:
         "",
         f"Produced by `benchmarks/serve_bench.py` from study {exported['study']!r}, trial {exported['trial']} "
         f"(top-1 per level: {accuracy}). Steps trace: the request rate alternates every quarter between a base "
-        "rate and 3x it (Poisson arrivals, seed 0); batches of up to 8. The switch time is measured on this CPU.",
+        "rate and 3x it (Poisson arrivals, seed 0); batches of up to 8. The switch time is measured on this CPU. "
+        "Peak p50: the p50 of the requests that arrived while the rate was above the midpoint of the trace's "
+        "min and max rate (the 3x quarters).",
         "",
-        "| latency source | base load (of INT8 capacity) | SLO ms | policy | p50 ms | p90 ms | p99 ms | "
+        "| latency source | base load (of INT8 capacity) | SLO ms | policy | p50 ms | peak p50 ms | p90 ms | p99 ms | "
         "throughput rps | SLO violations | mean top-1 | switches |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in runs:
         source = f"{result['latency_source']['backend']} ({result['latency_source']['provenance']})"
         for run in result["runs"]:
+            peak_p50 = "n/a" if run.get("peak_p50_ms") is None else f"{run['peak_p50_ms']:.3f}"
             lines.append(f"| {source} | {result['load']:.0%} | {result['slo_ms']:g} | {run['policy']} | "
-                         f"{run['p50_ms']:.3f} | {run['p90_ms']:.3f} | {run['p99_ms']:.3f} | {run['throughput_rps']:.0f} | "
+                         f"{run['p50_ms']:.3f} | {peak_p50} | {run['p90_ms']:.3f} | {run['p99_ms']:.3f} | "
+                         f"{run['throughput_rps']:.0f} | "
                          f"{run['slo_violation_rate']:.1%} | {run['mean_accuracy']:.2f} | {run['switches']} |")
     lines += ["", f"Ratio switch of the runtime: {runs[0]['switch_us']:.2f} us (median, this CPU). "
               "The ratio over time (NPU, 33% load): `docs/serve_bench_timeline.html`.", ""]

@@ -12,7 +12,7 @@ from ..errors import FlexiqError
 from .controller import create_controller
 from .export import export_model
 from .runtime import FlexiqRuntime
-from .serving import arrivals, rate_function, serve
+from .serving import arrivals, peak_classifier, rate_function, serve
 
 
 def export_study(repo, study: str, out: str, trial: int | None = None, point: int | None = None) -> dict:
@@ -79,6 +79,9 @@ def serve_bench(model_path: str, *, trace: str, slo_ms: float, duration_s: float
     """Adaptive controller vs static INT8 vs static all-4-bit on one trace, side by side.
 
     `load`: the trace's base rate as a share of INT8 capacity (the steps trace peaks at 3x that).
+    Each run's summary also splits p50 by load: `peak_p50_ms` / `offpeak_p50_ms` over the requests that
+    arrived while the trace's rate was above / not above the midpoint of its min and max rate (plus
+    `peak_slo_violation_rate`, `peak_requests`); all None for a flat trace (`poisson`).
     backend `npu-sim`: service times from the simulator's per-ratio latencies (a discrete-event
     simulation, provenance simulated); `cpu`: every batch really runs on this machine (measured).
     """
@@ -110,13 +113,15 @@ def serve_bench(model_path: str, *, trace: str, slo_ms: float, duration_s: float
     else:
         raise FlexiqError(f"serve-bench backend must be npu-sim or cpu, got {backend!r}")
     base_rps = load * 1000.0 / int8_ms
-    times = arrivals(rate_function(trace, base_rps, duration_s), duration_s, max_requests, seed)
+    rate = rate_function(trace, base_rps, duration_s)
+    times = arrivals(rate, duration_s, max_requests, seed)
     policies = {"adaptive": create_controller("threshold", levels=levels, slo_ms=slo_ms),
                 "int8": create_controller("static", levels=levels, slo_ms=slo_ms, ratio=0.0),
                 "int4": create_controller("static", levels=levels, slo_ms=slo_ms, ratio=levels[-1])}
     accuracy = runtime.exported.accuracy
     runs = {name: serve(times, controller, service_ms, max_batch, name) for name, controller in policies.items()}
-    return {"slo_ms": slo_ms, "runs": [run.summary(slo_ms, lambda r: accuracy.get(r, float("nan")))
+    peak = peak_classifier(rate, duration_s)  # requests arriving above the trace's mid rate; None if flat
+    return {"slo_ms": slo_ms, "runs": [run.summary(slo_ms, lambda r: accuracy.get(r, float("nan")), peak)
                                        for run in runs.values()],
             "switch_us": runtime.switch_microseconds(), "latency_source": source, "trace": trace,
             "base_rps": base_rps, "requests": len(times),

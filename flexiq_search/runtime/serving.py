@@ -54,10 +54,34 @@ def rate_function(trace: str, base_rps: float, duration_s: float) -> Callable[[f
     raise FlexiqError(f"unknown trace {trace!r}; use poisson, steps or file:PATH")
 
 
+def sampled_rates(rate: Callable[[float], float], duration_s: float) -> list[float]:
+    """The trace's rate at 1001 evenly spaced times over [0, duration_s] (its min and max as used here)."""
+    return [rate(t * duration_s / 1000) for t in range(1001)]
+
+
+def peak_classifier(rate: Callable[[float], float], duration_s: float) -> Callable[[float], bool] | None:
+    """Whether a request arriving at time t arrived during a load peak: the trace's rate at t is above
+    the midpoint between the trace's min and max rate (sampled as in `sampled_rates`). None for a flat
+    trace (min == max), which has no peak."""
+    rates = sampled_rates(rate, duration_s)
+    low, high = min(rates), max(rates)
+    if math.isclose(low, high):
+        return None
+    midpoint = (low + high) / 2
+    return lambda t: rate(t) > midpoint
+
+
+def percentile(ordered: list[float], p: float) -> float | None:
+    """Nearest-rank p-th percentile of an ascending list; None for an empty list."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
 def arrivals(rate: Callable[[float], float], duration_s: float, max_requests: int, seed: int) -> list[float]:
     """Arrival times of a Poisson process with a time-varying rate (thinning), in seconds."""
     rng = random.Random(seed)
-    peak = max(rate(t * duration_s / 1000) for t in range(1001))
+    peak = max(sampled_rates(rate, duration_s))
     times, t = [], 0.0
     while len(times) < max_requests:
         t += rng.expovariate(peak)
@@ -73,21 +97,35 @@ class RunResult:
     policy: str
     latencies_ms: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)  # ratio each request was served at
+    arrivals_s: list[float] = field(default_factory=list)  # arrival time (s) of each request, same order
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (time s, ratio) at each batch
     switches: int = 0
     duration_s: float = 0.0
 
-    def summary(self, slo_ms: float, accuracy: Callable[[float], float]) -> dict:
+    def summary(self, slo_ms: float, accuracy: Callable[[float], float],
+                peak: Callable[[float], bool] | None = None) -> dict:
+        """Latency percentiles, throughput, SLO violations, mean accuracy and switches over all requests,
+        plus the same p50 split by load: `peak_p50_ms`, `peak_slo_violation_rate` and `peak_requests`
+        over the requests whose ARRIVAL time `peak` marks as a load peak (see `peak_classifier`: the
+        trace's rate then is above the midpoint of its min and max rate), `offpeak_p50_ms` over the
+        others. Without `peak` (a flat trace has no peak) these keys are None, as is a side with no
+        requests."""
         ordered = sorted(self.latencies_ms)
-
-        def percentile(p: float) -> float:
-            return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
-
-        return {"policy": self.policy, "p50_ms": percentile(50), "p90_ms": percentile(90), "p99_ms": percentile(99),
-                "throughput_rps": len(ordered) / self.duration_s,
+        split: dict = {"peak_p50_ms": None, "offpeak_p50_ms": None, "peak_slo_violation_rate": None,
+                       "peak_requests": None}
+        if peak is not None:
+            flags = [peak(arrived) for arrived in self.arrivals_s]
+            at_peak = sorted(latency for latency, flag in zip(self.latencies_ms, flags) if flag)
+            off_peak = sorted(latency for latency, flag in zip(self.latencies_ms, flags) if not flag)
+            split = {"peak_p50_ms": percentile(at_peak, 50), "offpeak_p50_ms": percentile(off_peak, 50),
+                     "peak_slo_violation_rate": (sum(latency > slo_ms for latency in at_peak) / len(at_peak)
+                                                 if at_peak else None),
+                     "peak_requests": len(at_peak)}
+        return {"policy": self.policy, "p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90),
+                "p99_ms": percentile(ordered, 99), "throughput_rps": len(ordered) / self.duration_s,
                 "slo_violation_rate": sum(latency > slo_ms for latency in ordered) / len(ordered),
                 "mean_accuracy": sum(accuracy(r) for r in self.ratios) / len(self.ratios),
-                "switches": self.switches, "requests": len(ordered)}
+                "switches": self.switches, "requests": len(ordered), **split}
 
 
 def serve(arrival_times: list[float], controller: RatioController, service_ms: Callable[[float, int], float],
@@ -121,5 +159,6 @@ def serve(arrival_times: list[float], controller: RatioController, service_ms: C
         for arrived in batch:
             result.latencies_ms.append((clock - arrived) * 1000.0)
             result.ratios.append(ratio)
+            result.arrivals_s.append(arrived)
     result.duration_s = max(clock, arrival_times[-1])
     return result

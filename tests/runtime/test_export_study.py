@@ -49,6 +49,14 @@ def test_export_and_serve_bench_commands(study_db, tmp_path, capsys):
                  "--plot", str(tmp_path / "t.html")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) >= {"slo_ms", "runs", "switch_us", "latency_source"}
+    for run in result["runs"]:  # the steps trace has peaks: p50 split by load, by arrival time
+        assert set(run) >= {"policy", "p50_ms", "p90_ms", "p99_ms", "throughput_rps", "slo_violation_rate",
+                            "mean_accuracy", "switches", "peak_p50_ms", "offpeak_p50_ms", "peak_slo_violation_rate"}
+        assert run["peak_p50_ms"] > 0 and run["offpeak_p50_ms"] > 0 and 0 < run["peak_requests"] < run["requests"]
+    assert main(["serve-bench", "--model", str(model), "--slo-ms", "5", "--duration", "3", "--json",
+                 "--trace", "poisson"]) == 0
+    assert all(run["peak_p50_ms"] is None and run["offpeak_p50_ms"] is None
+               for run in json.loads(capsys.readouterr().out)["runs"]), "a flat trace has no peak"
     assert result["latency_source"]["backend"] == "npu-sim" and (tmp_path / "t.html").is_file()
     model.write_bytes(model.read_bytes()[:-100])
     assert main(["serve-bench", "--model", str(model), "--slo-ms", "5"]) == 2

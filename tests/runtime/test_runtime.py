@@ -1,5 +1,7 @@
 """Export file, integer runtime and its ratio switch, controllers and the serving simulation."""
 
+import statistics
+
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from flexiq_search.quant.convert import convert_model, set_ratio
 from flexiq_search.runtime.controller import create_controller
 from flexiq_search.runtime.export import export_model, load_export
 from flexiq_search.runtime.runtime import FlexiqRuntime
-from flexiq_search.runtime.serving import arrivals, rate_function, serve
+from flexiq_search.runtime.serving import arrivals, peak_classifier, rate_function, serve
 from flexiq_search.selection import apply_selection, create_strategy
 
 LEVELS = [0.25, 0.5, 1.0]
@@ -84,6 +86,52 @@ def test_adaptive_serving_keeps_the_slo_at_the_peak_where_int8_does_not():
     assert summary["adaptive"]["mean_accuracy"] > summary["int4"]["mean_accuracy"]
     assert 0 < summary["adaptive"]["switches"] < 200, "switches with the load, does not flap"
     assert summary["int8"]["switches"] == 0 and len(runs["adaptive"].latencies_ms) == len(times)
+
+
+def test_peak_p50_shows_int8_late_at_the_peaks_only_and_adaptive_within_the_slo():
+    """Steps trace (200 <-> 600 rps, 10 s quarters) on an accelerator where INT8 carries 500 rps: INT8
+    is overloaded only in the 3x quarters. The split is by ARRIVAL time, checked against a hand split."""
+    latency_ms = {0.0: 2.0, 0.25: 1.8, 0.5: 1.6, 1.0: 1.18}
+    levels = sorted(latency_ms)
+    rate = rate_function("steps", 200.0, 40.0)
+    times = arrivals(rate, 40.0, 100000, seed=0)
+    service = lambda ratio, batch: latency_ms[ratio] * batch  # noqa: E731
+    peak = peak_classifier(rate, 40.0)
+    assert [peak(t) for t in (5.0, 15.0, 25.0, 35.0)] == [False, True, False, True]
+    int8 = serve(times, create_controller("static", levels=levels, slo_ms=50, ratio=0.0), service, 8, "int8")
+    adaptive = serve(times, create_controller("threshold", levels=levels, slo_ms=50), service, 8, "adaptive")
+    summary = {run.policy: run.summary(50, lambda r: 90.0, peak) for run in (int8, adaptive)}
+    assert summary["int8"]["peak_p50_ms"] > 50 > summary["int8"]["offpeak_p50_ms"], "late at the peaks only"
+    assert summary["int8"]["peak_slo_violation_rate"] > 0.5
+    assert summary["adaptive"]["peak_p50_ms"] <= 50 and summary["adaptive"]["peak_slo_violation_rate"] < 0.05
+    in_peak_quarter = [int(t // 10) % 2 == 1 for t in int8.arrivals_s]
+    assert summary["int8"]["peak_requests"] == sum(in_peak_quarter) and 0.7 < sum(in_peak_quarter) / len(times) < 0.8
+    peak_latencies = [latency for latency, flag in zip(int8.latencies_ms, in_peak_quarter) if flag]
+    offpeak_latencies = [latency for latency, flag in zip(int8.latencies_ms, in_peak_quarter) if not flag]
+    assert summary["int8"]["peak_p50_ms"] == statistics.median_low(peak_latencies)
+    assert summary["int8"]["offpeak_p50_ms"] == statistics.median_low(offpeak_latencies)
+    by_completion = [latency for latency, arrived in zip(int8.latencies_ms, int8.arrivals_s)
+                     if int((arrived + latency / 1000) // 10) % 2 == 1]
+    assert statistics.median_low(by_completion) != summary["int8"]["peak_p50_ms"], "the test tells the two apart"
+    for key in ("p50_ms", "p90_ms", "p99_ms", "slo_violation_rate", "switches", "requests"):
+        assert summary["int8"][key] == int8.summary(50, lambda r: 90.0)[key], "the overall keys do not change"
+
+
+def test_a_flat_trace_has_no_peak_and_a_file_trace_splits_at_its_mid_rate(tmp_path):
+    flat = rate_function("poisson", 300.0, 10.0)
+    assert peak_classifier(flat, 10.0) is None
+    times = arrivals(flat, 10.0, 100000, seed=1)
+    run = serve(times, create_controller("static", levels=[0.0], slo_ms=5, ratio=0.0), lambda r, b: 1.0 * b, 8, "int8")
+    summary = run.summary(5, lambda r: 90.0, peak_classifier(flat, 10.0))
+    assert {key: summary[key] for key in ("peak_p50_ms", "offpeak_p50_ms", "peak_slo_violation_rate",
+                                          "peak_requests")} == dict.fromkeys(
+        ("peak_p50_ms", "offpeak_p50_ms", "peak_slo_violation_rate", "peak_requests"))
+    assert summary["p50_ms"] is not None
+    trace = tmp_path / "trace.csv"
+    trace.write_text("# time_s,rate_rps\n0,100\n1,200\n2,400\n3,100\n")
+    stepped = rate_function(f"file:{trace}", 0.0, 4.0)
+    peak = peak_classifier(stepped, 4.0)
+    assert [peak(t) for t in (0.5, 1.5, 2.5, 3.5)] == [False, False, True, False], "mid rate 250 rps"
 
 
 def test_threshold_controller_jumps_to_the_level_that_carries_the_load():
