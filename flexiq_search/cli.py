@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--no-ray", action="store_true", help="run everything in this process")
     search.add_argument("--resume", action="store_true", help="continue the study of the same name")
     search.add_argument("--job-id", default=None, help="submission id recorded in the jobs table (default: Ray's job id)")
+    search.add_argument("--schedule-run", type=positive_int, default=None,
+                        help="run a scheduled slot: config, study name and job id come from the store's run")
 
     export = sub.add_parser("export", help="a stored study's trial as one deployable .flexiq file")
     export.add_argument("--study", required=True, help="study id or name")
@@ -224,6 +226,30 @@ def build_parser() -> argparse.ArgumentParser:
     studies.add_argument("study", nargs="?", default=None, help="study id or name (show, pareto)")
     studies.add_argument("--db", default=None)
     studies.add_argument("--json", action="store_true")
+
+    schedule = sub.add_parser("schedule", help="recurring (cron) searches stored in the database")
+    schedule.add_argument("action", choices=["add", "list", "remove", "runs"])
+    schedule.add_argument("name", nargs="?", default=None,
+                          help="schedule name (add: default the config's name or file name; remove; runs: filter)")
+    schedule.add_argument("--cron", default=None, help='five-field cron expression, e.g. "0 2 * * *" (add)')
+    schedule.add_argument("--timezone", default="UTC", help="IANA time zone the cron expression is read in (add)")
+    schedule.add_argument("--config", default=None, help="search config YAML, as for flexiq search (add)")
+    schedule.add_argument("--limit", type=positive_int, default=20, help="newest runs shown (runs)")
+    schedule.add_argument("--db", default=None)
+    schedule.add_argument("--json", action="store_true")
+
+    scheduler = sub.add_parser("scheduler", help="start the due runs of the stored schedules (long-running)")
+    scheduler.add_argument("--db", default=None, help="database URL (default: $FLEXIQ_DB, else the SQLite file)")
+    scheduler.add_argument("--address", default=None,
+                           help="Ray job server (the dashboard, e.g. http://127.0.0.1:8265); default: local processes")
+    scheduler.add_argument("--job-python", default="python", help="the cluster's Python for Ray jobs (--address)")
+    scheduler.add_argument("--send-db-url", action="store_true",
+                           help="send a URL with a password to Ray jobs (default: jobs use the cluster's FLEXIQ_DB)")
+    scheduler.add_argument("--no-ray", action="store_true", help="local runs search in-process, without a local Ray")
+    scheduler.add_argument("--poll", type=float, default=30.0, help="seconds between looks for new schedules")
+    scheduler.add_argument("--once", action="store_true",
+                           help="one pass, waiting for local runs it started (for a systemd timer); exit 1 if one failed")
+    scheduler.add_argument("--now", default=None, help="ISO time to take as now (with --once; for tests and drills)")
 
     dashboard = sub.add_parser("dashboard", help="browse the stored studies in a Streamlit web app (read-only)")
     dashboard.add_argument("--db", default=None, help="database URL (default: $FLEXIQ_DB, else the SQLite file)")
@@ -463,21 +489,43 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cmd_search(build_parser().parse_args(search))
 
 def cmd_search(args: argparse.Namespace) -> None:
-    """A search study: the config is validated and the database opened before any work starts."""
-    from .search import LocalExecutor, SearchRunner, check_search_inputs, load_search_config
-    from .store import Repository, default_db_url, optuna_storage_url, redact_url
+    """A search study: the config is validated and the database opened before any work starts.
+    With --schedule-run the config, study name and job id are the scheduled run's, and the run is
+    marked succeeded or failed when the search ends."""
+    from .search import check_search_inputs, load_search_config
+    from .store import Repository, default_db_url
 
     overrides = {key: getattr(args, key) for key in ("model", "checkpoint", "dataset", "name", "backends", "ratios",
                                                       "generations", "population", "islands", "workers", "trials",
                                                       "calibration", "eval_samples", "seed")}
-    if overrides["ratios"] is not None:
-        overrides["ratios"] = [r for r in ratio_list(overrides["ratios"]) if r > 0]
-    config = load_search_config(args.config, overrides)
-    check_search_inputs(config)
     url = args.db or default_db_url()
+    if args.schedule_run is None:
+        if overrides["ratios"] is not None:
+            overrides["ratios"] = [r for r in ratio_list(overrides["ratios"]) if r > 0]
+        config = load_search_config(args.config, overrides)
+        check_search_inputs(config)
+        run_search(args, config, Repository.open(url), url, args.job_id)
+        return
+    if args.config or args.resume or args.job_id or any(value is not None for value in overrides.values()):
+        raise FlexiqError("--schedule-run takes config, study name and job id from the schedule; "
+                          "give no --config, --resume, --job-id or config flags with it")
     repo = Repository.open(url)
+    run = repo.schedule_run(args.schedule_run)
+    try:  # whatever stops a scheduled search (a checkpoint gone since, a crash) ends up on its run
+        config = scheduled_search_config(run)
+        check_search_inputs(config)
+        run_search(args, config, repo, url, run["submission_id"])
+    except BaseException as exc:
+        repo.update_schedule_run(run["id"], "failed", message=(str(exc) or type(exc).__name__).splitlines()[0])
+        raise
+    repo.update_schedule_run(run["id"], "succeeded")
+
+
+def run_search(args: argparse.Namespace, config, repo, url: str, submission_id: str | None) -> None:
+    from .search import LocalExecutor, SearchRunner
+    from .store import optuna_storage_url, redact_url
+
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    submission_id = args.job_id
     if args.no_ray:
         executor = LocalExecutor()
     else:
@@ -492,6 +540,16 @@ def cmd_search(args: argparse.Namespace) -> None:
     log(f"search finished in {time.perf_counter() - started:.0f} s")
     print_pareto(repo.pareto(study_id), config.study_name)
     print(f"dashboard: flexiq dashboard --db '{redact_url(url)}'")
+
+
+def scheduled_search_config(run: dict):
+    """The SearchConfig a scheduled run starts from: its schedule's, under the run's study name."""
+    from .config import config_from_dict
+
+    try:
+        return dataclasses.replace(config_from_dict(run["config"]), name=run["study_name"])
+    except (ValueError, TypeError) as exc:
+        raise FlexiqError(f"schedule run {run['id']}: its stored config cannot be loaded: {exc}") from None
 
 
 def print_pareto(points: list[dict], title: str) -> None:
@@ -529,6 +587,110 @@ def cmd_studies(args: argparse.Namespace) -> None:
         print(json.dumps(points))
     else:
         print_pareto(points, study["name"])
+
+
+def cmd_schedule(args: argparse.Namespace) -> None:
+    from .scheduler import check_schedule, next_slot, utcnow
+    from .store import Repository
+
+    if args.action == "add":
+        from .search import check_search_inputs, load_search_config, storable_config
+
+        if not args.cron or not args.config:
+            raise FlexiqError("schedule add needs --cron and --config")
+        config = load_search_config(args.config, {})
+        check_search_inputs(config)
+        if config.checkpoint:  # runs start elsewhere (another directory, a service): store it absolute
+            config = dataclasses.replace(config, checkpoint=str(Path(config.checkpoint).resolve()))
+        name = args.name or config.name or Path(args.config).stem
+        check_schedule(name, args.cron, args.timezone)
+        with Repository.open(args.db) as repo:
+            schedule_id = repo.add_schedule(name, args.cron, storable_config(config), args.timezone)
+        first = next_slot(args.cron, args.timezone, utcnow())
+        print(f"schedule {name!r} (id {schedule_id}): {args.cron} ({args.timezone}), first run {first.isoformat()}")
+        return
+    if args.action == "remove":
+        if args.name is None:
+            raise FlexiqError("schedule remove needs a schedule name")
+        with Repository.open(args.db) as repo:
+            repo.remove_schedule(args.name)
+        print(f"removed schedule {args.name!r} (its studies stay)")
+        return
+    with Repository.open(args.db) as repo:
+        if args.action == "runs":
+            runs = repo.schedule_runs(schedule=args.name, limit=args.limit)
+            if args.json:
+                print(json.dumps(runs))
+                return
+            print(f"{'slot (UTC)':<27}{'status':<11}{'job':<11}{'study':<40}submission")
+            for r in runs:
+                print(f"{r['slot']:<27}{r['status']:<11}{r['job_status'] or '-':<11}{r['study_name']:<40}"
+                      f"{r['submission_id']}" + (f"\n    {r['message']}" if r["message"] else ""))
+            return
+        schedules = repo.list_schedules()
+    now = utcnow()
+    for item in schedules:
+        item["next_run"] = next_slot(item["cron"], item["timezone"], now).isoformat() if item["enabled"] else None
+    if args.json:
+        print(json.dumps(schedules))
+        return
+    print(f"{'id':>4}  {'name':<24}{'cron':<16}{'time zone':<18}{'next run (UTC)':<27}last run")
+    for item in schedules:
+        last = item["last_run"]
+        shown = f"{last['slot']} {last['job_status'] or last['status']}" if last else "-"
+        print(f"{item['id']:>4}  {item['name']:<24}{item['cron']:<16}{item['timezone']:<18}"
+              f"{item['next_run'] or 'disabled':<27}{shown}")
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    """The scheduler process: a loop (until SIGTERM/SIGINT), or one pass with --once."""
+    import signal
+    import threading
+    from datetime import datetime, timezone
+
+    from .scheduler import LocalSubmitter, Scheduler, utcnow
+    from .store import Repository, default_db_url, redact_url
+
+    if args.now is not None and not args.once:
+        raise FlexiqError("--now needs --once (a running scheduler follows the real clock)")
+    if not args.poll > 0:
+        raise FlexiqError(f"--poll must be a positive number of seconds, got {args.poll}")
+    clock = utcnow
+    if args.now is not None:
+        try:
+            fixed = datetime.fromisoformat(args.now)
+        except ValueError:
+            raise FlexiqError(f"--now {args.now!r} is not an ISO time such as 2026-11-26T02:00:00Z") from None
+        fixed = fixed if fixed.tzinfo else fixed.replace(tzinfo=timezone.utc)
+        clock = lambda: fixed  # noqa: E731
+    url = args.db or default_db_url()
+    repo = Repository.open(url)
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    if args.address:
+        from workers.submit import RaySubmitter  # only the Ray submitter needs Ray
+
+        submitter = RaySubmitter(args.address, python=args.job_python, send_db_url=True if args.send_db_url else None)
+        if not submitter.sends_db_url(url):
+            log("Ray jobs take the database URL from the cluster's FLEXIQ_DB (this URL has a password, not sent)")
+    else:
+        submitter = LocalSubmitter(no_ray=args.no_ray)
+    scheduler = Scheduler(repo, url, submitter, clock=clock, log=log)
+    log(f"scheduler {scheduler.identity}: schedules in {redact_url(url)}, runs go to {submitter.name}"
+        + (f" ({args.address})" if args.address else ""))
+    if args.once:
+        started = {run["submission_id"] for run in scheduler.tick()}
+        submitter.wait()
+        scheduler.reconcile()
+        ours = [run for run in repo.schedule_runs() if run["submission_id"] in started]
+        for run in ours:
+            log(f"run {run['submission_id']}: {run['status']}" + (f" ({run['message']})" if run["message"] else ""))
+        return 1 if any(run["status"] == "failed" for run in ours) else 0
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    scheduler.serve(stop, poll_seconds=args.poll)
+    log("scheduler stopped (runs it started keep running)")
+    return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
@@ -589,7 +751,8 @@ def cmd_serve_bench(args: argparse.Namespace) -> None:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "select": cmd_select, "finetune": cmd_finetune,
             "latency": cmd_latency, "models": cmd_models, "demo": cmd_demo, "search": cmd_search,
-            "studies": cmd_studies, "export": cmd_export, "serve-bench": cmd_serve_bench, "dashboard": cmd_dashboard}
+            "studies": cmd_studies, "schedule": cmd_schedule,
+            "scheduler": cmd_scheduler, "export": cmd_export, "serve-bench": cmd_serve_bench, "dashboard": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -597,14 +760,14 @@ def main(argv: list[str] | None = None) -> int:
     from .latency.base import BackendUnavailable
 
     try:
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except BackendUnavailable as exc:
         print(f"flexiq: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except (FlexiqError, ValueError) as exc:
         print(f"flexiq: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

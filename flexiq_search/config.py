@@ -146,6 +146,9 @@ class SearchConfig:
     def __post_init__(self) -> None:
         from .selection.fitness import FITNESS_METRICS
 
+        for key in ("backends", "ratios"):  # lists from YAML or stored JSON: the same config as tuples
+            if isinstance(getattr(self, key), list):
+                object.__setattr__(self, key, tuple(getattr(self, key)))
         for key in ("trials", "workers", "islands", "migration_interval", "population", "calibration"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:

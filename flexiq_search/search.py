@@ -82,10 +82,14 @@ def check_search_inputs(config: SearchConfig) -> None:
     """Fail before any work or any write on names that cannot run (one clear line each)."""
     from .latency import create_backend
 
-    get_model_entry(config.model)
+    entry = get_model_entry(config.model)
     parse_dataset_spec(config.dataset)
     for backend in config.backends:
         create_backend(backend)  # unknown: FlexiqError; cannot run here: BackendUnavailable
+    if config.checkpoint and not os.path.isfile(config.checkpoint):
+        raise FlexiqError(f"checkpoint {config.checkpoint} does not exist")
+    if not config.checkpoint and entry.pretrained_source is None:
+        raise FlexiqError(f"no offline pretrained weights for {config.model!r}; train one and give its checkpoint")
 
 
 class SearchRunner:
@@ -116,18 +120,18 @@ class SearchRunner:
             raise FlexiqError(f"no study named {config.study_name!r} to resume")
         if stored is None:
             study_id = self.repo.create_study(config.study_name, config.model, config.dataset,
-                                              _config_dict(config), list(config.backends))
+                                              storable_config(config), list(config.backends))
         else:
             study_id = stored["id"]
             self.repo.set_study_status(study_id, "running")
         self.job_id = self.repo.start_job(self.submission_id, study_id)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with self.repo.schema_lock():  # Optuna creates its tables on first use: one driver at a time
-            study = optuna.create_study(study_name=f"flexiq:{config.study_name}", storage=self.storage_url,
-                                        directions=["maximize", "minimize"], load_if_exists=True,
-                                        sampler=optuna.samplers.NSGAIISampler(seed=config.seed))
-        prepared = prepare_model(config.model, config.dataset, config.checkpoint)
-        try:
+        try:  # from here on, whatever stops the search marks the study and the job failed
+            with self.repo.schema_lock():  # Optuna creates its tables on first use: one driver at a time
+                study = optuna.create_study(study_name=f"flexiq:{config.study_name}", storage=self.storage_url,
+                                            directions=["maximize", "minimize"], load_if_exists=True,
+                                            sampler=optuna.samplers.NSGAIISampler(seed=config.seed))
+            prepared = prepare_model(config.model, config.dataset, config.checkpoint)
             trials = {t["number"]: t for t in self.repo.list_trials(study_id)}
             for number in range(config.trials):
                 known = trials.get(number)
@@ -245,7 +249,8 @@ class _Progress:
                  f"best fitness {where['best_fitness']:.4g}, {where['scored']} candidates scored, ETA {eta:.0f} s")
 
 
-def _config_dict(config: SearchConfig) -> dict:
+def storable_config(config: SearchConfig) -> dict:
+    """The versioned envelope of `config` as the store keeps it (studies, schedules)."""
     from .config import config_to_dict
 
     data = config_to_dict(config)

@@ -119,6 +119,8 @@ def _selection_layers(db) -> dict:
     ("model: resnet9000\ndataset: digits\n", "unknown model"),
     ("model: resnet20\ndataset: digits\npopulation: 0\n", "population must be a positive integer"),
     ("model: resnet20\ndataset: digits\nbackends: [tpu]\n", "unknown latency backend"),
+    ("model: resnet20\ndataset: digits\n", "no offline pretrained weights for 'resnet20'"),
+    ("model: resnet20\ndataset: digits\ncheckpoint: /nonexistent/r20.pt\n", "checkpoint /nonexistent/r20.pt does not"),
 ])
 def test_bad_configs_fail_in_one_line_and_write_nothing(setup, message, tmp_path):
     config = tmp_path / "c.yaml"
@@ -130,8 +132,8 @@ def test_bad_configs_fail_in_one_line_and_write_nothing(setup, message, tmp_path
     assert not db.exists() or rows(db, "flexiq_studies") == []
 
 
-def test_an_unreachable_database_fails_without_showing_its_password(tmp_path):
-    result = flexiq("search", "--no-ray", "--model", "resnet20", "--dataset", "digits",
+def test_an_unreachable_database_fails_without_showing_its_password(tmp_path, checkpoint):
+    result = flexiq("search", "--no-ray", "--model", "resnet20", "--dataset", "digits", "--checkpoint", checkpoint,
                     "--db", "postgresql://flexiq:hunter2@127.0.0.1:1/nowhere")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "hunter2" not in result.stderr and "***" in result.stderr

@@ -37,8 +37,8 @@ from ..errors import FlexiqError
 from .engine import (MIGRATION_LOCK_ID, WRITE, check_schema, create_store_engine, default_db_url, failure_reason,
                      migrate, redact_url)
 from .schema import (
-    STUDY_STATUSES, Checkpoint, Evaluation, Job, LatencyMeasurement, ParetoPoint, Schedule, SelectionRow, Study, Trial,
-    utcnow,
+    SCHEDULE_RUN_STATUSES, STUDY_STATUSES, Checkpoint, Evaluation, Job, LatencyMeasurement, ParetoPoint, Schedule,
+    ScheduleRun, SelectionRow, Study, Trial, utcnow,
 )
 
 SEARCH_CONFIG_TYPE = "search-config"  # the envelope given to plain config dicts
@@ -410,25 +410,101 @@ class Repository:
 
     # schedules
 
-    def add_schedule(self, name: str, cron: str, config: dict) -> int:
+    def add_schedule(self, name: str, cron: str, config: dict, timezone: str = "UTC") -> int:
         config_json = json.dumps(config_envelope(config), sort_keys=True)
         with self._transaction(write=True) as session:
             if session.scalar(select(Schedule.id).where(Schedule.name == name)) is not None:
                 raise FlexiqError(f"a schedule named {name!r} already exists")
-            schedule = Schedule(name=name, cron=cron, config_json=config_json)
+            schedule = Schedule(name=name, cron=cron, timezone=timezone, config_json=config_json)
             session.add(schedule)
             session.flush()
             return schedule.id
 
-    def list_schedules(self) -> list[dict]:
+    def list_schedules(self, enabled_only: bool = False) -> list[dict]:
+        """Every schedule with its config and its newest run (or None)."""
         with self._transaction(write=False) as session:
-            return [{"id": s.id, "name": s.name, "cron": s.cron, "config": config_from_json(s.config_json),
-                     "enabled": s.enabled, "last_run": iso(s.last_run), "created": iso(s.created)}
-                    for s in session.scalars(select(Schedule).order_by(Schedule.id))]
+            query = select(Schedule).order_by(Schedule.id)
+            if enabled_only:
+                query = query.where(Schedule.enabled.is_(True))
+            schedules = session.scalars(query).all()
+            newest = select(ScheduleRun.schedule_id, func.max(ScheduleRun.slot).label("slot")) \
+                .group_by(ScheduleRun.schedule_id).subquery()
+            last = {run.schedule_id: self._run_dict(run, None) for run in session.scalars(
+                select(ScheduleRun).join(newest, and_(newest.c.schedule_id == ScheduleRun.schedule_id,
+                                                      newest.c.slot == ScheduleRun.slot)))}
+            return [{"id": s.id, "name": s.name, "cron": s.cron, "timezone": s.timezone,
+                     "config": config_from_json(s.config_json), "enabled": s.enabled, "created": iso(s.created),
+                     "last_run": last.get(s.id)} for s in schedules]
 
-    def mark_schedule_run(self, schedule_id: int) -> None:
+    def remove_schedule(self, name: str) -> int:
+        """Delete a schedule and its run records (the studies its runs made stay); its former id."""
         with self._transaction(write=True) as session:
-            self._update_one(session, Schedule, schedule_id, "schedule", last_run=utcnow())
+            schedule_id = session.scalar(select(Schedule.id).where(Schedule.name == name))
+            if schedule_id is None:
+                raise FlexiqError(f"no schedule named {name!r}")
+            session.execute(delete(ScheduleRun).where(ScheduleRun.schedule_id == schedule_id))
+            session.execute(delete(Schedule).where(Schedule.id == schedule_id))
+            return schedule_id
+
+    def claim_schedule_slot(self, schedule_id: int, slot: datetime, study_name: str, submission_id: str,
+                            scheduler: str) -> int | None:
+        """Insert the run of this (schedule, slot); its id, or None when another scheduler already
+        claimed it (the unique key decides, inside the database, even between concurrent claims)."""
+        values = {"schedule_id": schedule_id, "slot": slot, "study_name": study_name,
+                  "submission_id": submission_id, "scheduler": scheduler, "status": "claimed", "claimed": utcnow()}
+        table = ScheduleRun.__table__
+        with self._transaction(write=True) as session:
+            if session.scalar(select(Schedule.id).where(Schedule.id == schedule_id)) is None:
+                return None  # removed since the scheduler listed it
+            statement = self._insert(table).values(**values).on_conflict_do_nothing(
+                index_elements=["schedule_id", "slot"]).returning(table.c.id)
+            return session.execute(statement).scalar()
+
+    def update_schedule_run(self, run_id: int, status: str, submitter: str | None = None,
+                            message: str | None = None) -> None:
+        check_choice(status, SCHEDULE_RUN_STATUSES, "schedule run status")
+        values: dict[str, Any] = {"status": status}
+        if submitter is not None:
+            values["submitter"] = submitter
+        if message is not None:
+            values["message"] = message
+        if status in FINISHED_JOB_STATUSES:
+            values["finished"] = utcnow()
+        with self._transaction(write=True) as session:
+            self._update_one(session, ScheduleRun, run_id, "schedule run", **values)
+
+    def schedule_runs(self, schedule: str | None = None, statuses: Sequence[str] | None = None,
+                      limit: int | None = None) -> list[dict]:
+        """Runs, newest slot first, each with its job's status (None before the job recorded itself)."""
+        with self._transaction(write=False) as session:
+            query = select(ScheduleRun, Job.status).outerjoin(Job, Job.submission_id == ScheduleRun.submission_id) \
+                .order_by(ScheduleRun.slot.desc(), ScheduleRun.id.desc())
+            if schedule is not None:
+                query = query.join(Schedule, Schedule.id == ScheduleRun.schedule_id).where(Schedule.name == schedule)
+            if statuses is not None:
+                query = query.where(ScheduleRun.status.in_(list(statuses)))
+            if limit is not None:
+                query = query.limit(limit)
+            return [self._run_dict(run, job_status) for run, job_status in session.execute(query)]
+
+    def schedule_run(self, run_id: int) -> dict:
+        """A run with the search config of its schedule (what `flexiq search --schedule-run` starts from)."""
+        with self._transaction(write=False) as session:
+            found = session.execute(select(ScheduleRun, Job.status, Schedule.config_json)
+                                    .join(Schedule, Schedule.id == ScheduleRun.schedule_id)
+                                    .outerjoin(Job, Job.submission_id == ScheduleRun.submission_id)
+                                    .where(ScheduleRun.id == run_id)).first()
+            if found is None:
+                raise FlexiqError(f"no schedule run with id {run_id}")
+            run, job_status, config_json = found
+            return {**self._run_dict(run, job_status), "config": config_from_json(config_json)}
+
+    @staticmethod
+    def _run_dict(run: ScheduleRun, job_status: str | None) -> dict:
+        return {"id": run.id, "schedule_id": run.schedule_id, "slot": iso(run.slot), "study_name": run.study_name,
+                "submission_id": run.submission_id, "scheduler": run.scheduler, "submitter": run.submitter,
+                "status": run.status, "message": run.message, "claimed": iso(run.claimed),
+                "finished": iso(run.finished), "job_status": job_status}
 
     # whole studies, for readers (the dashboard)
 

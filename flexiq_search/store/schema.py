@@ -33,6 +33,9 @@ NAMING_CONVENTION = {
 STUDY_STATUSES = ("running", "finished", "failed")
 TRIAL_STATUSES = ("running", "complete", "failed")
 JOB_STATUSES = ("pending", "running", "succeeded", "failed")
+# A scheduled slot is claimed (its row inserted), then submitted; it ends as its job ended, or as
+# failed when the submission itself failed or the job died before recording an end.
+SCHEDULE_RUN_STATUSES = ("claimed", "submitted", "succeeded", "failed")
 PROVENANCES = ("measured", "simulated")  # a latency timed on hardware, or computed by a simulator
 
 
@@ -195,14 +198,34 @@ class Job(Base):
 
 
 class Schedule(Base):
-    """A recurring search: a cron expression and the versioned config each run starts from."""
+    """A recurring search: a cron expression (read in `timezone`) and the versioned config each run starts from."""
 
     __tablename__ = "flexiq_schedules"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     cron: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     config_json: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    last_run: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScheduleRun(Base):
+    """One cron slot of a schedule, claimed by one scheduler: the unique (schedule, slot) key is what
+    keeps two schedulers from starting the same slot twice."""
+
+    __tablename__ = "flexiq_schedule_runs"
+    __table_args__ = (UniqueConstraint("schedule_id", "slot"), one_of("status", SCHEDULE_RUN_STATUSES))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("flexiq_schedules.id", ondelete="CASCADE"))
+    slot: Mapped[datetime] = mapped_column(UTCDateTime)  # the cron time this run stands for
+    study_name: Mapped[str] = mapped_column(String(200))
+    submission_id: Mapped[str] = mapped_column(String(200), unique=True)  # the job's id (flexiq_jobs, Ray)
+    scheduler: Mapped[str] = mapped_column(String(200))  # host:pid of the claiming scheduler
+    submitter: Mapped[str | None] = mapped_column(String(32))  # "local" or "ray"
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+    claimed: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import zlib
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from alembic import command
@@ -30,7 +30,7 @@ from .conftest import stamp_future_revision
 
 TABLES = {"flexiq_studies", "flexiq_trials", "flexiq_selections", "flexiq_evaluations", "flexiq_latency_measurements",
           "flexiq_pareto_points",
-          "flexiq_checkpoints", "flexiq_jobs", "flexiq_schedules"}
+          "flexiq_checkpoints", "flexiq_jobs", "flexiq_schedules", "flexiq_schedule_runs"}
 
 
 def make_selection(method: str = "greedy-error", groups: int = 64) -> Selection:
@@ -104,6 +104,36 @@ def test_revision_0002_adds_per_layer_latencies_and_downgrades_to_0001(db_url):
         with engine.begin() as connection:
             command.upgrade(alembic_config(connection), "head")
             assert compare_metadata(migration_context(connection), Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_revision_0003_keeps_existing_schedules_and_downgrades_to_0002(db_url):
+    """A schedule stored before 0003 comes through with time zone UTC; the runs table and its unique
+    (schedule, slot) key come and go with the revision."""
+    Repository.open(db_url).close()
+    engine = create_store_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0002")
+            assert "flexiq_schedule_runs" not in inspect(connection).get_table_names()
+            connection.execute(text("INSERT INTO flexiq_schedules (name, cron, config_json, enabled, created) "
+                                    "VALUES ('old', '0 2 * * *', :config, true, CURRENT_TIMESTAMP)"),
+                               {"config": '{"_type": "search-config", "_version": 1, "_data": {}}'})
+            command.upgrade(alembic_config(connection), "head")
+            assert compare_metadata(migration_context(connection), Base.metadata) == []
+            uniques = {c["name"] for c in inspect(connection).get_unique_constraints("flexiq_schedule_runs")}
+            assert "uq_flexiq_schedule_runs_schedule_id_slot" in uniques
+        with Repository.open(db_url) as repository:
+            [old] = repository.list_schedules()
+            assert (old["name"], old["timezone"], old["last_run"]) == ("old", "UTC", None)
+            slot = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+            assert repository.claim_schedule_slot(old["id"], slot, "old-1", "sub-1", "me") is not None
+            assert repository.claim_schedule_slot(old["id"], slot, "old-2", "sub-2", "you") is None
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0002")
+            assert "flexiq_schedule_runs" not in inspect(connection).get_table_names()
+            assert "last_run" in {c["name"] for c in inspect(connection).get_columns("flexiq_schedules")}
     finally:
         engine.dispose()
 
@@ -288,14 +318,13 @@ def test_jobs_are_idempotent_and_heartbeat(repo):
 
 
 def test_schedules(repo):
-    schedule_id = repo.add_schedule("nightly", "0 3 * * *", {"model": "resnet20"})
+    schedule_id = repo.add_schedule("nightly", "0 3 * * *", {"model": "resnet20"}, timezone="Europe/Berlin")
     with pytest.raises(FlexiqError, match="already exists"):
         repo.add_schedule("nightly", "0 4 * * *", {})
     [schedule] = repo.list_schedules()
-    assert (schedule["id"], schedule["cron"], schedule["config"], schedule["enabled"], schedule["last_run"]) == \
-        (schedule_id, "0 3 * * *", {"model": "resnet20"}, True, None)
-    repo.mark_schedule_run(schedule_id)
-    assert datetime.fromisoformat(repo.list_schedules()[0]["last_run"]).utcoffset() == timedelta(0)
+    assert (schedule["id"], schedule["cron"], schedule["timezone"], schedule["config"], schedule["enabled"],
+            schedule["last_run"]) == (schedule_id, "0 3 * * *", "Europe/Berlin", {"model": "resnet20"}, True, None)
+    assert datetime.fromisoformat(schedule["created"]).utcoffset() == timedelta(0)
 
 
 def test_configs_are_versioned_and_unknown_types_refused(repo, db_url):
