@@ -742,11 +742,15 @@ def cmd_serve_bench(args: argparse.Namespace) -> None:
     source = result["latency_source"]
     print(f"{result['trace']} trace, {result['requests']} requests, SLO {args.slo_ms:g} ms, latency from "
           f"{source['backend']} ({source['provenance']}); ratio switch {result['switch_us']:.2f} us")
-    print(f"{'policy':<10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'rps':>10}{'SLO miss':>10}{'top-1':>8}{'switches':>10}")
+    print(f"{'policy':<10}{'p50 ms':>10}{'peak p50':>10}{'p90 ms':>10}{'p99 ms':>10}{'rps':>10}{'SLO miss':>10}"
+          f"{'top-1':>8}{'switches':>10}")
     for run in result["runs"]:
-        print(f"{run['policy']:<10}{run['p50_ms']:>10.3f}{run['p90_ms']:>10.3f}{run['p99_ms']:>10.3f}"
+        peak = "n/a" if run["peak_p50_ms"] is None else f"{run['peak_p50_ms']:.3f}"
+        print(f"{run['policy']:<10}{run['p50_ms']:>10.3f}{peak:>10}{run['p90_ms']:>10.3f}{run['p99_ms']:>10.3f}"
               f"{run['throughput_rps']:>10.0f}{run['slo_violation_rate']:>10.1%}{run['mean_accuracy']:>8.2f}"
               f"{run['switches']:>10}")
+    if result["runs"][0]["peak_p50_ms"] is not None:
+        print("peak p50: requests that arrived while the trace's rate was above the midpoint of its min and max")
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "select": cmd_select, "finetune": cmd_finetune,

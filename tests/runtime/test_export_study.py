@@ -58,6 +58,11 @@ def test_export_and_serve_bench_commands(study_db, tmp_path, capsys):
     assert all(run["peak_p50_ms"] is None and run["offpeak_p50_ms"] is None
                for run in json.loads(capsys.readouterr().out)["runs"]), "a flat trace has no peak"
     assert result["latency_source"]["backend"] == "npu-sim" and (tmp_path / "t.html").is_file()
+    assert main(["serve-bench", "--model", str(model), "--slo-ms", "5", "--duration", "3"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "peak p50" in table[1] and [line.split()[0] for line in table[2:5]] == ["adaptive", "int8", "int4"]
+    int8 = next(run for run in result["runs"] if run["policy"] == "int8")
+    assert table[3].split()[2] == f"{int8['peak_p50_ms']:.3f}", "the table shows the JSON's peak p50"
     model.write_bytes(model.read_bytes()[:-100])
     assert main(["serve-bench", "--model", str(model), "--slo-ms", "5"]) == 2
     assert "truncated or altered" in capsys.readouterr().err
