@@ -150,7 +150,11 @@ class Scheduler:
         now = self.clock()
         started = []
         for schedule in self.repo.list_schedules(enabled_only=True):
-            slot = due_slot(schedule, now)
+            try:
+                slot = due_slot(schedule, now)
+            except (FlexiqError, ValueError) as exc:  # a row edited by hand: the other schedules still run
+                self.log(f"schedule {schedule['name']!r} skipped: {exc}")
+                continue
             if slot is None:
                 continue
             stamp = slot.strftime("%Y%m%dT%H%MZ")
@@ -199,12 +203,21 @@ class Scheduler:
 
     def seconds_to_next_slot(self) -> float | None:
         now = self.clock()
-        upcoming = [next_slot(s["cron"], s["timezone"], now) for s in self.repo.list_schedules(enabled_only=True)]
+        upcoming = []
+        for schedule in self.repo.list_schedules(enabled_only=True):
+            try:
+                upcoming.append(next_slot(schedule["cron"], schedule["timezone"], now))
+            except (FlexiqError, ValueError):
+                continue  # reported by tick()
         return min((slot - now).total_seconds() for slot in upcoming) if upcoming else None
 
     def serve(self, stop: threading.Event, poll_seconds: float = 30.0) -> None:
         """Tick until `stop` is set: at each slot, and every `poll_seconds` to see new schedules."""
         while not stop.is_set():
-            self.tick()
-            until = self.seconds_to_next_slot()
-            stop.wait(max(0.5, min(poll_seconds, until + 0.5 if until is not None else poll_seconds)))
+            try:
+                self.tick()
+                until = self.seconds_to_next_slot()
+            except FlexiqError as exc:  # the database away for a while: keep trying at every poll
+                self.log(f"scheduler pass failed, retrying in {poll_seconds:g} s: {exc}")
+                until = None
+            stop.wait(max(0.05, min(poll_seconds, until + 0.5 if until is not None else poll_seconds)))

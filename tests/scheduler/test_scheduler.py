@@ -4,11 +4,15 @@ missed slots collapse into one run, two schedulers never start the same slot, fa
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
+
 from flexiq_search.scheduler import UNSUBMITTED_GRACE, Scheduler, Submitter
 from flexiq_search.store import Repository
+from flexiq_search.store.engine import create_store_engine
 
 from .conftest import backdate_schedule
 
@@ -188,3 +192,64 @@ def test_serve_ticks_until_stopped(nightly, db_url):
         thread.join(timeout=5)
     assert not thread.is_alive()
     assert [run["slot"] for run in submitter.submitted] == ["2026-11-21T02:00:00+00:00", "2026-11-22T02:00:00+00:00"]
+
+
+def test_a_hand_edited_bad_row_does_not_stop_the_other_schedules(nightly, db_url):
+    nightly.add_schedule("broken", "0 2 * * *", {"model": "resnet20", "dataset": "digits"})
+    backdate_schedule(db_url, "broken", START)
+    engine = create_store_engine(db_url)
+    with engine.begin() as connection:  # what no flexiq command writes (add validates the cron)
+        connection.execute(text("UPDATE flexiq_schedules SET cron = '0 25 * * *' WHERE name = 'broken'"))
+    engine.dispose()
+    logged: list[str] = []
+    clock, submitter = Clock(datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)), RecordingSubmitter()
+    scheduler = Scheduler(nightly, db_url, submitter, clock=clock, log=logged.append)
+    assert [run["schedule"] for run in scheduler.tick()] == ["nightly"]
+    assert any(line.startswith("schedule 'broken' skipped:") for line in logged)
+    assert scheduler.seconds_to_next_slot() == 24 * 3600
+
+
+def test_a_running_scheduler_rides_out_a_database_outage(postgres_url, postgres_server):
+    """PostgreSQL refuses the store's connections for a while (its backends killed); the scheduler
+    logs each failed pass, keeps going, and runs the slot that came due during the outage."""
+    from sqlalchemy import create_engine, make_url
+
+    with Repository.open(postgres_url) as repo:
+        repo.add_schedule("nightly", "0 2 * * *", {"model": "resnet20", "dataset": "digits"})
+    backdate_schedule(postgres_url, "nightly", START)
+    database = make_url(postgres_url).database
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    logged: list[str] = []
+    clock, submitter = Clock(datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)), RecordingSubmitter()
+    repo = Repository.open(postgres_url)
+    scheduler = Scheduler(repo, postgres_url, submitter, clock=clock, log=logged.append)
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.serve, args=(stop,), kwargs={"poll_seconds": 0.2})
+
+    def wait_for(condition, seconds: float = 20.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return condition()
+
+    thread.start()
+    try:
+        assert wait_for(lambda: len(submitter.submitted) == 1)
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": database})
+        clock.now = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)  # a slot comes due during the outage
+        assert wait_for(lambda: sum("scheduler pass failed" in line for line in logged) >= 3)
+        assert thread.is_alive() and len(submitter.submitted) == 1
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        assert wait_for(lambda: len(submitter.submitted) == 2), logged[-3:]
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        repo.close()
+        admin.dispose()
+    assert [run["slot"] for run in submitter.submitted] == ["2026-11-21T02:00:00+00:00", "2026-11-22T02:00:00+00:00"]
+    password = make_url(postgres_url).password
+    assert all(password not in line for line in logged), "the failures are logged without the password"
