@@ -2,7 +2,8 @@
 
 The database is opened read-only before any page runs, so an empty database, an older schema or an
 unreachable server is one clear message (the URL shown without its password) instead of a page
-full of tracebacks. Pages: Studies (all searches), Study (one search's results), Compare (fronts).
+full of tracebacks. Pages: Studies (all searches), Study (one search's results), Compare (fronts),
+Schedules (nightly searches and their runs).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ page = st.navigation([
     st.Page(VIEWS / "studies.py", title="Studies", icon=":material/view_list:", default=True),
     st.Page(VIEWS / "study.py", title="Study", icon=":material/insights:", url_path="study"),
     st.Page(VIEWS / "compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page(VIEWS / "schedules.py", title="Schedules", icon=":material/schedule:", url_path="schedules"),
 ])
 try:
     page.run()

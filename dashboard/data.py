@@ -15,6 +15,8 @@ import sys
 import pandas as pd
 import streamlit as st
 
+from flexiq_search.errors import FlexiqError
+from flexiq_search.scheduler import next_slot, utcnow
 from flexiq_search.store import Repository, default_db_url
 
 REFRESH_SECONDS = 5  # how often a page showing a running search reruns
@@ -25,6 +27,11 @@ EVALUATION_COLUMNS = ["trial_id", "trial", "params", "selection_id", "method", "
 LATENCY_COLUMNS = ["trial_id", "trial", "params", "selection_id", "method", "backend", "provenance", "hardware",
                    "ratio", "latency_us", "cycles", "speedup_vs_int8", "layers", "top1"]
 FRONT_KEYS = ["backend", "provenance", "ratio", "method", "top1", "latency_us"]
+SCHEDULE_COLUMNS = ["id", "name", "cron", "timezone", "enabled", "next_run", "last_slot", "last_status", "problem"]
+RUN_COLUMNS = ["id", "slot", "schedule", "status", "job_status", "study", "open", "submitter", "message", "claimed",
+               "finished"]
+RUNS_SHOWN = 50  # the newest runs on the Schedules page
+IN_FLIGHT = ("claimed", "submitted")  # a run's statuses before its search has ended
 
 
 def database_url() -> str:
@@ -39,6 +46,23 @@ def database_url() -> str:
 def repository(url: str) -> Repository:
     """The store at `url`, opened read-only (a failure is not cached: the next run tries again)."""
     return Repository.open(url, read_only=True)
+
+
+def study_link(study_id: int) -> str:
+    """A LinkColumn value that opens the Study page on this study (relative, as the pages are siblings)."""
+    return f"study?study={study_id}"
+
+
+def timestamp(moment: str | None) -> pd.Timestamp:
+    return pd.Timestamp(moment) if moment else pd.NaT
+
+
+def run_state(run: dict) -> str:
+    """A run's status, with its job's once a submitted run's job has reported (running, or ended
+    before the scheduler settled the run)."""
+    if run["status"] == "submitted" and run["job_status"]:
+        return f"submitted (job {run['job_status']})"
+    return run["status"]
 
 
 def backend_label(backend: str, provenance: str) -> str:
@@ -76,6 +100,43 @@ def studies(url: str) -> pd.DataFrame:
         ratios.update(row["best_top1"])
     columns = ["id", "name", "status", "model", "dataset", "backends", "started", "duration_s", "trials", "heartbeat"]
     return pd.DataFrame.from_records(records, columns=columns + [best_top1_column(r) for r in sorted(ratios)])
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def schedules(url: str) -> pd.DataFrame:
+    """One row per schedule: its cron and time zone, the next run (UTC; NaT when disabled) and its newest
+    run's slot and state. `problem`: why the scheduler skips the row (a hand-edited cron or zone, a
+    config written by a newer flexiq)."""
+    repo, now = repository(url), utcnow()
+    records = []
+    for schedule in repo.list_schedules():
+        last, next_run, problem = schedule["last_run"], pd.NaT, schedule["config_error"]
+        try:
+            if schedule["enabled"] and problem is None:
+                next_run = pd.Timestamp(next_slot(schedule["cron"], schedule["timezone"], now))
+        except (FlexiqError, ValueError) as exc:
+            problem = str(exc)
+        records.append({**{key: schedule[key] for key in ("id", "name", "cron", "timezone", "enabled")},
+                        "next_run": next_run, "last_slot": timestamp(last and last["slot"]),
+                        "last_status": run_state(last) if last else None, "problem": problem})
+    return pd.DataFrame.from_records(records, columns=SCHEDULE_COLUMNS)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def schedule_runs(url: str, limit: int = RUNS_SHOWN) -> pd.DataFrame:
+    """The newest runs of every schedule, newest slot first, each with a link to its study when the
+    study exists (a run that failed before its search started has none)."""
+    repo = repository(url)
+    names = {schedule["id"]: schedule["name"] for schedule in repo.list_schedules()}
+    studies = {study["name"]: study["id"] for study in repo.list_studies()}
+    return pd.DataFrame.from_records(
+        [{"id": run["id"], "slot": timestamp(run["slot"]), "schedule": names.get(run["schedule_id"]),
+          "status": run["status"], "job_status": run["job_status"], "study": run["study_name"],
+          "open": study_link(studies[run["study_name"]]) if run["study_name"] in studies else None,
+          "submitter": run["submitter"], "message": run["message"], "claimed": timestamp(run["claimed"]),
+          "finished": timestamp(run["finished"])}
+         for run in repo.schedule_runs(limit=limit)],
+        columns=RUN_COLUMNS)
 
 
 @st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)

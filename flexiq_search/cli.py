@@ -228,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     studies.add_argument("--json", action="store_true")
 
     schedule = sub.add_parser("schedule", help="recurring (cron) searches stored in the database")
-    schedule.add_argument("action", choices=["add", "list", "remove", "runs"])
+    schedule.add_argument("action", choices=["add", "list", "remove", "runs", "enable", "disable"])
     schedule.add_argument("name", nargs="?", default=None,
-                          help="schedule name (add: default the config's name or file name; remove; runs: filter)")
+                          help="schedule name (add: default the config's name or file name; runs: a filter)")
     schedule.add_argument("--cron", default=None, help='five-field cron expression, e.g. "0 2 * * *" (add)')
     schedule.add_argument("--timezone", default="UTC", help="IANA time zone the cron expression is read in (add)")
     schedule.add_argument("--config", default=None, help="search config YAML, as for flexiq search (add)")
@@ -609,12 +609,15 @@ def cmd_schedule(args: argparse.Namespace) -> None:
         first = next_slot(args.cron, args.timezone, utcnow())
         print(f"schedule {name!r} (id {schedule_id}): {args.cron} ({args.timezone}), first run {first.isoformat()}")
         return
-    if args.action == "remove":
+    if args.action in ("remove", "enable", "disable"):
         if args.name is None:
-            raise FlexiqError("schedule remove needs a schedule name")
+            raise FlexiqError(f"schedule {args.action} needs a schedule name")
         with Repository.open(args.db) as repo:
-            repo.remove_schedule(args.name)
-        print(f"removed schedule {args.name!r} (its studies stay)")
+            if args.action == "remove":
+                repo.remove_schedule(args.name)
+            else:
+                repo.set_schedule_enabled(args.name, args.action == "enable")
+        print(f"{args.action}d schedule {args.name!r}" + (" (its studies stay)" if args.action == "remove" else ""))
         return
     with Repository.open(args.db) as repo:
         if args.action == "runs":
@@ -630,7 +633,12 @@ def cmd_schedule(args: argparse.Namespace) -> None:
         schedules = repo.list_schedules()
     now = utcnow()
     for item in schedules:
-        item["next_run"] = next_slot(item["cron"], item["timezone"], now).isoformat() if item["enabled"] else None
+        item["next_run"] = None
+        try:
+            if item["enabled"] and not item["config_error"]:
+                item["next_run"] = next_slot(item["cron"], item["timezone"], now).isoformat()
+        except (FlexiqError, ValueError) as exc:  # a row edited by hand; the scheduler skips it too
+            item["config_error"] = str(exc)
     if args.json:
         print(json.dumps(schedules))
         return
@@ -638,8 +646,9 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     for item in schedules:
         last = item["last_run"]
         shown = f"{last['slot']} {last['job_status'] or last['status']}" if last else "-"
-        print(f"{item['id']:>4}  {item['name']:<24}{item['cron']:<16}{item['timezone']:<18}"
-              f"{item['next_run'] or 'disabled':<27}{shown}")
+        next_run = item["next_run"] or ("skipped" if item["config_error"] else "disabled")
+        print(f"{item['id']:>4}  {item['name']:<24}{item['cron']:<16}{item['timezone']:<18}{next_run:<27}{shown}"
+              + (f"\n    skipped by the scheduler: {item['config_error']}" if item["config_error"] else ""))
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:

@@ -150,9 +150,11 @@ class Scheduler:
         now = self.clock()
         started = []
         for schedule in self.repo.list_schedules(enabled_only=True):
-            try:
+            try:  # a row edited by hand, or a newer flexiq's config: the other schedules still run
+                if schedule["config_error"]:
+                    raise FlexiqError(schedule["config_error"])
                 slot = due_slot(schedule, now)
-            except (FlexiqError, ValueError) as exc:  # a row edited by hand: the other schedules still run
+            except (FlexiqError, ValueError) as exc:
                 self.log(f"schedule {schedule['name']!r} skipped: {exc}")
                 continue
             if slot is None:

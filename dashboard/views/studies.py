@@ -39,7 +39,7 @@ def studies_table() -> None:
         if chosen:
             shown = shown[shown[column].isin(chosen)]
     shown = shown.sort_values(SORT_ORDERS.get(sort_key, sort_key), ascending=not descending, na_position="last")
-    shown = shown.assign(open=[f"study?study={study_id}" for study_id in shown["id"]])
+    shown = shown.assign(open=[data.study_link(study_id) for study_id in shown["id"]])
     best_columns = [c for c in shown.columns if c.startswith("top-1 @")]
     st.dataframe(
         shown, hide_index=True,

@@ -421,7 +421,9 @@ class Repository:
             return schedule.id
 
     def list_schedules(self, enabled_only: bool = False) -> list[dict]:
-        """Every schedule with its config and its newest run (or None)."""
+        """Every schedule with its config and its newest run (or None). A config this code cannot
+        load (a newer flexiq's) gives `config` None and the reason in `config_error`, so one such row
+        does not hide the others."""
         with self._transaction(write=False) as session:
             query = select(Schedule).order_by(Schedule.id)
             if enabled_only:
@@ -429,12 +431,27 @@ class Repository:
             schedules = session.scalars(query).all()
             newest = select(ScheduleRun.schedule_id, func.max(ScheduleRun.slot).label("slot")) \
                 .group_by(ScheduleRun.schedule_id).subquery()
-            last = {run.schedule_id: self._run_dict(run, None) for run in session.scalars(
-                select(ScheduleRun).join(newest, and_(newest.c.schedule_id == ScheduleRun.schedule_id,
-                                                      newest.c.slot == ScheduleRun.slot)))}
-            return [{"id": s.id, "name": s.name, "cron": s.cron, "timezone": s.timezone,
-                     "config": config_from_json(s.config_json), "enabled": s.enabled, "created": iso(s.created),
-                     "last_run": last.get(s.id)} for s in schedules]
+            last = {run.schedule_id: self._run_dict(run, job_status) for run, job_status in session.execute(
+                select(ScheduleRun, Job.status)
+                .join(newest, and_(newest.c.schedule_id == ScheduleRun.schedule_id, newest.c.slot == ScheduleRun.slot))
+                .outerjoin(Job, Job.submission_id == ScheduleRun.submission_id))}
+        listed = []
+        for s in schedules:
+            try:
+                config, config_error = config_from_json(s.config_json), None
+            except (FlexiqError, ValueError) as exc:
+                config, config_error = None, str(exc)
+            listed.append({"id": s.id, "name": s.name, "cron": s.cron, "timezone": s.timezone, "config": config,
+                           "config_error": config_error, "enabled": s.enabled, "created": iso(s.created),
+                           "last_run": last.get(s.id)})
+        return listed
+
+    def set_schedule_enabled(self, name: str, enabled: bool) -> None:
+        """Pause or resume a schedule. Resumed, it is like a scheduler back from downtime: the newest
+        slot it missed while paused runs once, right away."""
+        with self._transaction(write=True) as session:
+            if session.execute(update(Schedule).where(Schedule.name == name).values(enabled=enabled)).rowcount != 1:
+                raise FlexiqError(f"no schedule named {name!r}")
 
     def remove_schedule(self, name: str) -> int:
         """Delete a schedule and its run records (the studies its runs made stay); its former id."""

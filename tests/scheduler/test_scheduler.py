@@ -253,3 +253,43 @@ def test_a_running_scheduler_rides_out_a_database_outage(postgres_url, postgres_
     assert [run["slot"] for run in submitter.submitted] == ["2026-11-21T02:00:00+00:00", "2026-11-22T02:00:00+00:00"]
     password = make_url(postgres_url).password
     assert all(password not in line for line in logged), "the failures are logged without the password"
+
+
+def test_a_newer_flexiqs_config_skips_its_schedule_only(nightly, db_url):
+    nightly.add_schedule("future", "0 2 * * *", {"model": "resnet20", "dataset": "digits"})
+    backdate_schedule(db_url, "future", START)
+    engine = create_store_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE flexiq_schedules SET config_json = :config WHERE name = 'future'"),
+                           {"config": '{"_type": "SearchConfig", "_version": 99, "_data": {}}'})
+    engine.dispose()
+    listed = {s["name"]: s for s in nightly.list_schedules()}
+    assert listed["future"]["config"] is None and "version 99" in listed["future"]["config_error"]
+    assert listed["nightly"]["config_error"] is None
+    logged: list[str] = []
+    scheduler = Scheduler(nightly, db_url, RecordingSubmitter(), log=logged.append,
+                          clock=Clock(datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)))
+    assert [run["schedule"] for run in scheduler.tick()] == ["nightly"]
+    assert any(line.startswith("schedule 'future' skipped:") and "version 99" in line for line in logged)
+
+
+def test_a_paused_schedule_runs_nothing_and_resumes_with_its_newest_missed_slot(nightly, db_url):
+    clock, submitter = Clock(datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)), RecordingSubmitter()
+    scheduler = Scheduler(nightly, db_url, submitter, clock=clock, log=lambda _: None)
+    nightly.set_schedule_enabled("nightly", False)
+    assert scheduler.tick() == [] and nightly.list_schedules()[0]["enabled"] is False
+    clock.now = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+    assert scheduler.tick() == []
+    nightly.set_schedule_enabled("nightly", True)
+    assert [run["slot"] for run in scheduler.tick()] == ["2026-11-23T02:00:00+00:00"]
+    with pytest.raises(Exception, match="no schedule named 'other'"):
+        nightly.set_schedule_enabled("other", True)
+
+
+def test_the_last_run_carries_its_jobs_status(nightly, db_url):
+    scheduler = Scheduler(nightly, db_url, RecordingSubmitter(), log=lambda _: None,
+                          clock=Clock(datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)))
+    [run] = scheduler.tick()
+    nightly.start_job(run["submission_id"])
+    last = nightly.list_schedules()[0]["last_run"]
+    assert (last["submission_id"], last["status"], last["job_status"]) == (run["submission_id"], "submitted", "running")

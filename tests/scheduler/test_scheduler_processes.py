@@ -91,6 +91,12 @@ def test_schedule_commands_and_their_bad_input(tmp_path, config, checkpoint):
     assert schedule["config"]["_data"]["checkpoint"] == str(checkpoint)
     local = datetime.fromisoformat(schedule["next_run"]).astimezone(ZoneInfo("Europe/Berlin"))
     assert local > datetime.now(timezone.utc) and local.weekday() < 5 and (local.hour, local.minute) == (1, 30)
+    assert flexiq(tmp_path, "schedule", "disable", "relative", "--db", url).returncode == 0
+    [paused] = json.loads(flexiq(tmp_path, "schedule", "list", "--db", url, "--json").stdout)
+    assert paused["enabled"] is False and paused["next_run"] is None
+    assert "disabled" in flexiq(tmp_path, "schedule", "list", "--db", url).stdout
+    assert flexiq(tmp_path, "schedule", "enable", "relative", "--db", url).returncode == 0
+    assert flexiq(tmp_path, "schedule", "enable", "other", "--db", url).returncode == 2
     assert flexiq(tmp_path, "schedule", "remove", "other", "--db", url).returncode == 2
     assert flexiq(tmp_path, "schedule", "remove", "relative", "--db", url).returncode == 0
     assert json.loads(flexiq(tmp_path, "schedule", "list", "--db", url, "--json").stdout) == []
