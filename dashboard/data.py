@@ -15,8 +15,7 @@ import sys
 import pandas as pd
 import streamlit as st
 
-from flexiq_search.errors import FlexiqError
-from flexiq_search.scheduler import next_slot, utcnow
+from flexiq_search.scheduler import next_run, utcnow
 from flexiq_search.store import Repository, default_db_url
 
 REFRESH_SECONDS = 5  # how often a page showing a running search reruns
@@ -110,14 +109,10 @@ def schedules(url: str) -> pd.DataFrame:
     repo, now = repository(url), utcnow()
     records = []
     for schedule in repo.list_schedules():
-        last, next_run, problem = schedule["last_run"], pd.NaT, schedule["config_error"]
-        try:
-            if schedule["enabled"] and problem is None:
-                next_run = pd.Timestamp(next_slot(schedule["cron"], schedule["timezone"], now))
-        except (FlexiqError, ValueError) as exc:
-            problem = str(exc)
+        last, (upcoming, problem) = schedule["last_run"], next_run(schedule, now)
         records.append({**{key: schedule[key] for key in ("id", "name", "cron", "timezone", "enabled")},
-                        "next_run": next_run, "last_slot": timestamp(last and last["slot"]),
+                        "next_run": pd.Timestamp(upcoming) if upcoming else pd.NaT,
+                        "last_slot": timestamp(last and last["slot"]),
                         "last_status": run_state(last) if last else None, "problem": problem})
     return pd.DataFrame.from_records(records, columns=SCHEDULE_COLUMNS)
 

@@ -590,7 +590,7 @@ def cmd_studies(args: argparse.Namespace) -> None:
 
 
 def cmd_schedule(args: argparse.Namespace) -> None:
-    from .scheduler import check_schedule, next_slot, utcnow
+    from .scheduler import check_schedule, next_run, next_slot, utcnow
     from .store import Repository
 
     if args.action == "add":
@@ -633,12 +633,8 @@ def cmd_schedule(args: argparse.Namespace) -> None:
         schedules = repo.list_schedules()
     now = utcnow()
     for item in schedules:
-        item["next_run"] = None
-        try:
-            if item["enabled"] and not item["config_error"]:
-                item["next_run"] = next_slot(item["cron"], item["timezone"], now).isoformat()
-        except (FlexiqError, ValueError) as exc:  # a row edited by hand; the scheduler skips it too
-            item["config_error"] = str(exc)
+        upcoming, problem = next_run(item, now)
+        item["next_run"], item["config_error"] = upcoming and upcoming.isoformat(), problem
     if args.json:
         print(json.dumps(schedules))
         return
@@ -687,10 +683,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     log(f"scheduler {scheduler.identity}: schedules in {redact_url(url)}, runs go to {submitter.name}"
         + (f" ({args.address})" if args.address else ""))
     if args.once:
-        started = {run["submission_id"] for run in scheduler.tick()}
+        started = scheduler.tick()
         submitter.wait()
         scheduler.reconcile()
-        ours = [run for run in repo.schedule_runs() if run["submission_id"] in started]
+        ours = [repo.schedule_run(run["id"]) for run in started]
         for run in ours:
             log(f"run {run['submission_id']}: {run['status']}" + (f" ({run['message']})" if run["message"] else ""))
         return 1 if any(run["status"] == "failed" for run in ours) else 0

@@ -76,6 +76,18 @@ def next_slot(cron: str, zone: str, now: datetime) -> datetime:
     return croniter(cron, now.astimezone(_zone(zone))).get_next(datetime).astimezone(timezone.utc)
 
 
+def next_run(schedule: dict, now: datetime) -> tuple[datetime | None, str | None]:
+    """When a listed schedule runs next (None when disabled or unusable), and why the scheduler skips
+    it (a config this flexiq cannot load, a cron or zone edited by hand into nonsense) or None."""
+    if schedule["config_error"]:
+        return None, schedule["config_error"]
+    try:
+        slot = next_slot(schedule["cron"], schedule["timezone"], now)
+    except (FlexiqError, ValueError) as exc:
+        return None, str(exc)
+    return (slot if schedule["enabled"] else None), None
+
+
 def due_slot(schedule: dict, now: datetime) -> datetime | None:
     """The slot a scheduler should run now: the latest one, unless it predates the schedule."""
     slot = latest_slot(schedule["cron"], schedule["timezone"], now)
@@ -150,13 +162,11 @@ class Scheduler:
         now = self.clock()
         started = []
         for schedule in self.repo.list_schedules(enabled_only=True):
-            try:  # a row edited by hand, or a newer flexiq's config: the other schedules still run
-                if schedule["config_error"]:
-                    raise FlexiqError(schedule["config_error"])
-                slot = due_slot(schedule, now)
-            except (FlexiqError, ValueError) as exc:
-                self.log(f"schedule {schedule['name']!r} skipped: {exc}")
+            problem = next_run(schedule, now)[1]
+            if problem is not None:  # one unusable row: the other schedules still run
+                self.log(f"schedule {schedule['name']!r} skipped: {problem}")
                 continue
+            slot = due_slot(schedule, now)
             if slot is None:
                 continue
             stamp = slot.strftime("%Y%m%dT%H%MZ")
@@ -205,12 +215,8 @@ class Scheduler:
 
     def seconds_to_next_slot(self) -> float | None:
         now = self.clock()
-        upcoming = []
-        for schedule in self.repo.list_schedules(enabled_only=True):
-            try:
-                upcoming.append(next_slot(schedule["cron"], schedule["timezone"], now))
-            except (FlexiqError, ValueError):
-                continue  # reported by tick()
+        upcoming = [slot for schedule in self.repo.list_schedules(enabled_only=True)
+                    if (slot := next_run(schedule, now)[0]) is not None]
         return min((slot - now).total_seconds() for slot in upcoming) if upcoming else None
 
     def serve(self, stop: threading.Event, poll_seconds: float = 30.0) -> None:
