@@ -432,9 +432,8 @@ class Repository:
             newest = select(ScheduleRun.schedule_id, func.max(ScheduleRun.slot).label("slot")) \
                 .group_by(ScheduleRun.schedule_id).subquery()
             last = {run.schedule_id: self._run_dict(run, job_status) for run, job_status in session.execute(
-                select(ScheduleRun, Job.status)
-                .join(newest, and_(newest.c.schedule_id == ScheduleRun.schedule_id, newest.c.slot == ScheduleRun.slot))
-                .outerjoin(Job, Job.submission_id == ScheduleRun.submission_id))}
+                self._runs_with_job_status().join(
+                    newest, and_(newest.c.schedule_id == ScheduleRun.schedule_id, newest.c.slot == ScheduleRun.slot)))}
         listed = []
         for s in schedules:
             try:
@@ -494,8 +493,7 @@ class Repository:
                       limit: int | None = None) -> list[dict]:
         """Runs, newest slot first, each with its job's status (None before the job recorded itself)."""
         with self._transaction(write=False) as session:
-            query = select(ScheduleRun, Job.status).outerjoin(Job, Job.submission_id == ScheduleRun.submission_id) \
-                .order_by(ScheduleRun.slot.desc(), ScheduleRun.id.desc())
+            query = self._runs_with_job_status().order_by(ScheduleRun.slot.desc(), ScheduleRun.id.desc())
             if schedule is not None:
                 query = query.join(Schedule, Schedule.id == ScheduleRun.schedule_id).where(Schedule.name == schedule)
             if statuses is not None:
@@ -507,14 +505,18 @@ class Repository:
     def schedule_run(self, run_id: int) -> dict:
         """A run with the search config of its schedule (what `flexiq search --schedule-run` starts from)."""
         with self._transaction(write=False) as session:
-            found = session.execute(select(ScheduleRun, Job.status, Schedule.config_json)
+            found = session.execute(self._runs_with_job_status(Schedule.config_json)
                                     .join(Schedule, Schedule.id == ScheduleRun.schedule_id)
-                                    .outerjoin(Job, Job.submission_id == ScheduleRun.submission_id)
                                     .where(ScheduleRun.id == run_id)).first()
             if found is None:
                 raise FlexiqError(f"no schedule run with id {run_id}")
             run, job_status, config_json = found
             return {**self._run_dict(run, job_status), "config": config_from_json(config_json)}
+
+    @staticmethod
+    def _runs_with_job_status(*columns):
+        """Runs with the status their job recorded under the run's submission id (None before it did)."""
+        return select(ScheduleRun, Job.status, *columns).outerjoin(Job, Job.submission_id == ScheduleRun.submission_id)
 
     @staticmethod
     def _run_dict(run: ScheduleRun, job_status: str | None) -> dict:
