@@ -84,6 +84,31 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="digits, fashion-mnist or imagefolder:PATH")
     parser.add_argument("--calibration", type=positive_int, default=None,
                         help="calibration samples (default 512, or what the selection was made with)")
+    parser.add_argument("--calibration-data", default=None,
+                        help="calibrate on this dataset spec (e.g. imagefolder:UNLABELLED_DIR); all of --dataset is scored")
+    parser.add_argument("--calibration-share", type=share, default=None,
+                        help="share of a single image folder held out for calibration (default 0.2); never scored")
+    parser.add_argument("--fold", type=int, default=0,
+                        help="which seeded share of the folder calibrates (0, 1, ...; e.g. 0 and 1 with share 0.5)")
+
+
+def share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in (0, 1)")
+    return value
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """Where calibration images come from (prepare_model's keyword arguments)."""
+    from .data import DEFAULT_CALIBRATION_SHARE
+
+    chosen = getattr(args, "calibration_share", None)  # `latency` has no such options
+    return {"calibration_data": getattr(args, "calibration_data", None), "fold": getattr(args, "fold", 0),
+            "calibration_share": DEFAULT_CALIBRATION_SHARE if chosen is None else chosen}
 
 
 def nonnegative_int(text: str) -> int:
@@ -300,7 +325,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     selection = load_selection(args)
     quant = quant_config(args, selection)
-    prepared = prepare_model(args.model, args.dataset, args.checkpoint)
+    prepared = prepare_model(args.model, args.dataset, args.checkpoint, **data_options(args))
     report = evaluate_ratios(prepared, args.ratios, calibration=calibration_size(args, selection),
                              samples=args.samples, quant=quant, method=args.method, selection=selection,
                              batch_size=args.batch_size)
@@ -315,7 +340,7 @@ def converted_with_images(args: argparse.Namespace, selection=None):
     from .quant.convert import convert_model
 
     quant = quant_config(args, selection)
-    prepared = prepare_model(args.model, args.dataset, args.checkpoint)
+    prepared = prepare_model(args.model, args.dataset, args.checkpoint, **data_options(args))
     if prepared.quantized is not None:
         raise FlexiqError(f"{args.checkpoint} is already quantized; pass the FP32 checkpoint")
     batches = calibration_batches(prepared.bundle, calibration_size(args, selection))
@@ -766,8 +791,10 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "select": cmd_select, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .allocator import keep_freed_memory
     from .latency.base import BackendUnavailable
 
+    keep_freed_memory()
     try:
         code = COMMANDS[args.command](args)
     except BackendUnavailable as exc:

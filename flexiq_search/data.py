@@ -19,6 +19,8 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .errors import FlexiqError
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+DEFAULT_CALIBRATION_SHARE = 0.2  # of a single labelled folder, held out for calibration when no other source is given
 FASHION_MNIST_DIR = Path(os.environ.get("FLEXIQ_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 
 
@@ -33,6 +35,9 @@ class DatasetBundle:
     in_chans: int
     image_size: int
     train_flip: bool = False  # whether horizontal flips are a valid augmentation
+    labelled: bool = True  # False: a folder of images without classes (calibration only)
+    label_space: str = "dataset labels"  # how labels relate to the model's outputs
+    split: str = "train split calibrates, test split is scored"  # where calibration and evaluation come from
 
 
 _DATASETS: dict[str, Callable[..., DatasetBundle]] = {}
@@ -58,10 +63,14 @@ def parse_dataset_spec(spec: str) -> tuple[str, str | None]:
     return name, argument or None
 
 
-def get_dataset(spec: str, *, model: torch.nn.Module | None = None) -> DatasetBundle:
-    """Build a dataset from `name` or `name:ARGUMENT` (as for `imagefolder:PATH`)."""
+def get_dataset(spec: str, *, model: torch.nn.Module | None = None, **options) -> DatasetBundle:
+    """Build a dataset from `name` or `name:ARGUMENT` (as for `imagefolder:PATH`).
+
+    `options` go to the factory: `calibration_share` and `fold` split a single image folder (0: no
+    calibration share, all of it is scored); datasets with their own train split ignore them.
+    """
     name, argument = parse_dataset_spec(spec)
-    return _DATASETS[name](argument, model=model)
+    return _DATASETS[name](argument, model=model, **options)
 
 
 def _standardize(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +78,74 @@ def _standardize(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor,
     return (train - mean) / std, (test - mean) / std
 
 
+def classifier_size(model: torch.nn.Module | None) -> int | None:
+    """Number of classes the model predicts (timm's `num_classes`, else the last Linear's outputs)."""
+    if model is None:
+        return None
+    count = getattr(model, "num_classes", None)
+    if isinstance(count, int) and count > 0:
+        return count
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def model_label_names(model: torch.nn.Module | None) -> tuple[list[str], list[str]] | None:
+    """(label names, readable class names) of the model's label space, when it is a known one.
+
+    A timm `pretrained_cfg["label_names"]` list wins; otherwise a classifier of an ImageNet size
+    (1000, 11k, 12k, 21k, 22k classes) is taken to use that subset's WordNet ids, in timm's order.
+    """
+    if model is None:
+        return None
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("label_names")
+    if names:
+        return list(names), list(cfg.get("label_descriptions") or names)
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    count = classifier_size(model)
+    subset = infer_imagenet_subset({"num_classes": count}) if count else None
+    if subset is None:
+        return None
+    info = ImageNetInfo(subset)
+    return info.label_names(), info.label_descriptions()
+
+
+def _normalized(name: str) -> str:
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
+def map_folder_classes(classes: list[str], model: torch.nn.Module | None, root: Path) -> tuple[list[int], int, str]:
+    """Each class folder's index in the model's label space, the label-space size, and how it was mapped.
+
+    Folders named by the model's label names (ImageNet wnids) or by its class names map by name, so a
+    subset of ImageNet scores against the 1000-class head. Otherwise folders map by sorted position,
+    which is only right when there are exactly as many folders as the classifier has outputs.
+    """
+    count = classifier_size(model)
+    known = model_label_names(model)
+    if known is not None:
+        label_names, descriptions = known
+        by_name = {name: i for i, name in enumerate(label_names)}
+        if all(c in by_name for c in classes):
+            return [by_name[c] for c in classes], len(label_names), "folder names are the model's label names"
+        by_description: dict[str, int] = {}
+        for i, text in enumerate(descriptions):
+            for alias in [text] + text.split(","):
+                by_description.setdefault(_normalized(alias), i)
+        if all(_normalized(c) in by_description for c in classes):
+            return ([by_description[_normalized(c)] for c in classes], len(label_names),
+                    "folder names are the model's class names")
+    if count is None or count == len(classes):
+        return list(range(len(classes))), len(classes), "folders in sorted order are the classes"
+    unknown = next((c for c in classes if known is None or c not in known[0]), classes[0])
+    raise FlexiqError(
+        f"{root}: {len(classes)} class folders cannot be mapped onto the model's {count} classes "
+        f"(folder {unknown!r} is not one of its label names); name the folders by ImageNet wnid or class name")
+
+
 @register_dataset("digits")
-def digits(argument: str | None = None, *, model=None) -> DatasetBundle:
+def digits(argument: str | None = None, *, model=None, **_split) -> DatasetBundle:
     """scikit-learn's 1,797 handwritten digits (8x8, 1 channel); a fixed 80/20 split."""
     from sklearn.datasets import load_digits
 
@@ -99,7 +174,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 @register_dataset("fashion-mnist")
-def fashion_mnist(argument: str | None = None, *, model=None) -> DatasetBundle:
+def fashion_mnist(argument: str | None = None, *, model=None, **_split) -> DatasetBundle:
     """Fashion-MNIST from the Debian package's files (60k train, 10k test, 28x28, 1 channel)."""
     root = Path(argument) if argument else FASHION_MNIST_DIR
     files = {split: (root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz")
@@ -118,12 +193,62 @@ def fashion_mnist(argument: str | None = None, *, model=None) -> DatasetBundle:
                          train_flip=True)
 
 
+class UnlabelledImages(Dataset):
+    """A flat folder of images without class folders: calibration material only (labels are -1)."""
+
+    def __init__(self, root: Path, transform) -> None:
+        from torchvision.datasets.folder import default_loader
+
+        self.root, self.transform, self.loader = root, transform, default_loader
+        self.samples = [(str(p), -1) for p in sorted(root.iterdir())
+                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not self.samples:
+            raise FlexiqError(f"{root}: no class folders and no images")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.transform(self.loader(path)), label
+
+
+class _LabelMap:
+    """Folder index -> the model's class index (a class, not a lambda: datasets travel to Ray workers)."""
+
+    def __init__(self, mapping: list[int]) -> None:
+        self.mapping = mapping
+
+    def __call__(self, target: int) -> int:
+        return self.mapping[target]
+
+
+def holdout_split(n: int, share: float, fold: int = 0, seed: int = 0) -> tuple[list[int], list[int]]:
+    """(held-out, rest) indices of a seeded permutation of n items: fold k holds out its k-th chunk.
+
+    With share 0.5, folds 0 and 1 are the two halves: calibrate on one, score the other, then swap,
+    and every item is scored once by a model that never saw it.
+    """
+    if not 0 < share <= 1:
+        raise FlexiqError(f"calibration share must be in (0, 1], got {share}")
+    size = max(1, round(share * n))
+    if not 0 <= fold or (fold + 1) * size > n:
+        raise FlexiqError(f"fold {fold} does not exist for a {share:g} share of {n} items")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = order[fold * size:(fold + 1) * size]
+    return sorted(held), sorted(order[:fold * size] + order[(fold + 1) * size:])
+
+
 @register_dataset("imagefolder")
-def imagefolder(argument: str | None = None, *, model=None) -> DatasetBundle:
+def imagefolder(argument: str | None = None, *, model=None, calibration_share: float = DEFAULT_CALIBRATION_SHARE,
+                fold: int = 0, labels: bool = True) -> DatasetBundle:
     """ImageNet-style class folders, with timm's eval transforms for `model`.
 
-    PATH/train and PATH/val are used when both exist; otherwise PATH serves both splits. Class
-    indices follow sorted folder names (synset order for ImageNet, matching timm's classifiers).
+    PATH/train and PATH/val are used when both exist. One folder of class folders is split, seeded,
+    into calibration images (`calibration_share`, fold `fold`) and the evaluated rest, so no image
+    both calibrates and is scored. A flat folder of images (no class folders) is unlabelled:
+    calibration material only. Class folders map into the model's label space by name (ImageNet
+    wnids or class names), else by sorted position (`map_folder_classes`).
     """
     from timm.data import create_transform, resolve_data_config
     from torchvision.datasets import ImageFolder
@@ -135,15 +260,57 @@ def imagefolder(argument: str | None = None, *, model=None) -> DatasetBundle:
         raise FlexiqError(f"image folder not found: {root}")
     config = resolve_data_config({}, model=model) if model is not None else resolve_data_config({})
     transform = create_transform(**config)
+    shape = {"in_chans": config["input_size"][0], "image_size": config["input_size"][-1]}
+    if not any(p.is_dir() for p in root.iterdir()):
+        images = UnlabelledImages(root, transform)
+        return DatasetBundle(f"imagefolder:{root}", images, Subset(images, []), num_classes=0, labelled=False,
+                             split=f"{len(images)} unlabelled images (calibration only)", **shape)
+
+    def folder(path: Path) -> tuple[ImageFolder, int, str]:
+        try:
+            data = ImageFolder(str(path), transform)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise FlexiqError(f"{path}: {exc}") from None
+        if not labels:
+            return data, len(data.classes), "labels unused"
+        mapping, count, how = map_folder_classes(data.classes, model, path)
+        data.target_transform = _LabelMap(mapping)
+        return data, count, how
+
     train_root, val_root = root / "train", root / "val"
-    if not (train_root.is_dir() and val_root.is_dir()):
-        train_root = val_root = root
-    try:
-        train, test = ImageFolder(str(train_root), transform), ImageFolder(str(val_root), transform)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise FlexiqError(f"{root}: {exc}") from None
-    return DatasetBundle(f"imagefolder:{root}", train, test, num_classes=len(test.classes),
-                         in_chans=config["input_size"][0], image_size=config["input_size"][-1])
+    if train_root.is_dir() and val_root.is_dir():
+        train, _, _ = folder(train_root)
+        test, num_classes, how = folder(val_root)
+        split = f"calibration from {train_root.name}/, evaluation on {val_root.name}/"
+    else:
+        full, num_classes, how = folder(root)
+        held, rest = holdout_split(len(full), calibration_share, fold) if calibration_share else ([], list(range(len(full))))
+        train, test = Subset(full, held), Subset(full, rest)
+        split = (f"seeded split of one folder: {len(held)} calibration / {len(rest)} evaluation images "
+                 f"(share {calibration_share:g}, fold {fold}, seed 0)")
+    return DatasetBundle(f"imagefolder:{root}", train, test, num_classes=num_classes, label_space=how, split=split,
+                         **shape)
+
+
+def calibration_source(spec: str, *, model=None) -> Dataset:
+    """All images of a dataset spec as calibration material (`--calibration-data`); labels unused."""
+    name, argument = parse_dataset_spec(spec)
+    if name == "imagefolder":
+        return imagefolder(argument, model=model, calibration_share=1.0, labels=False).train
+    return get_dataset(spec, model=model).train
+
+
+def dataset_items(dataset: Dataset) -> list:
+    """What a dataset holds, item by item: file paths (relative to the folder) or sample indices."""
+    indices = list(range(len(dataset)))
+    while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices]
+        dataset = dataset.dataset
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        return indices
+    root = Path(getattr(dataset, "root", ""))
+    return [str(Path(samples[i][0]).relative_to(root)) if root else samples[i][0] for i in indices]
 
 
 def fixed_subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:

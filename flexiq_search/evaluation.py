@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import QuantConfig, config_to_dict
-from .data import DatasetBundle, fixed_subset, get_dataset, parse_dataset_spec
+from .data import (DEFAULT_CALIBRATION_SHARE, DatasetBundle, calibration_source, dataset_items, fixed_subset,
+                   get_dataset, parse_dataset_spec)
 from .errors import FlexiqError
 from .models import create_model, get_model_entry, load_checkpoint_model
 from .models.checkpoint import CHECKPOINT_FORMAT, check_model_name, read_checkpoint
@@ -36,31 +37,63 @@ class PreparedModel:
     model_kwargs: dict | None = None  # how the registry rebuilds the model (saved with derived checkpoints)
 
 
-def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None) -> PreparedModel:
-    """The FP32 model (from a checkpoint, or offline pretrained weights) and its dataset."""
+def load_data(dataset: str, model: nn.Module, *, calibration_data: str | None = None,
+              calibration_share: float = DEFAULT_CALIBRATION_SHARE, fold: int = 0) -> DatasetBundle:
+    """The dataset for `model`, with calibration images that are never scored.
+
+    With `calibration_data` (any dataset spec, e.g. a folder of unlabelled images) calibration comes
+    from there and all of `dataset`'s test split is scored; otherwise from its train split, or from a
+    seeded held-out share of a single image folder.
+    """
+    if calibration_data is None:
+        return get_dataset(dataset, model=model, calibration_share=calibration_share, fold=fold)
+    bundle = get_dataset(dataset, model=model, calibration_share=0)
+    bundle.train = calibration_source(calibration_data, model=model)
+    bundle.split = f"calibration from {calibration_data}, evaluation on {bundle.name}"
+    return bundle
+
+
+def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None, **data_options) -> PreparedModel:
+    """The FP32 model (from a checkpoint, or offline pretrained weights) and its dataset (`load_data`)."""
     from .finetune import QUANTIZED_FORMAT, is_quantized_checkpoint, load_quantized_checkpoint
 
     get_model_entry(model_name)  # unknown names fail before any data or weights are read
     parse_dataset_spec(dataset)
+    if data_options.get("calibration_data"):
+        parse_dataset_spec(data_options["calibration_data"])
     if not checkpoint:
         model = create_model(model_name, pretrained=True).eval()
-        return PreparedModel(model_name, model, get_dataset(dataset, model=model), model_kwargs={})
+        return PreparedModel(model_name, model, load_data(dataset, model, **data_options), model_kwargs={})
     payload = read_checkpoint(checkpoint, formats=(CHECKPOINT_FORMAT, QUANTIZED_FORMAT))
     check_model_name(checkpoint, payload, model_name)
     if is_quantized_checkpoint(payload):
         model, qmodel, selection, quant = load_quantized_checkpoint(payload)
-        return PreparedModel(model_name, model, get_dataset(dataset, model=model), qmodel, selection, quant,
+        return PreparedModel(model_name, model, load_data(dataset, model, **data_options), qmodel, selection, quant,
                              payload["model_kwargs"])
     model, _ = load_checkpoint_model(checkpoint, expected_model=model_name, payload=payload)
-    return PreparedModel(model_name, model, get_dataset(dataset, model=model), model_kwargs=payload["model_kwargs"])
+    return PreparedModel(model_name, model, load_data(dataset, model, **data_options),
+                         model_kwargs=payload["model_kwargs"])
+
+
+def calibration_set(bundle: DatasetBundle, samples: int):
+    """A fixed sample of the calibration split (the same images on every run)."""
+    if samples < 1:
+        raise FlexiqError(f"calibration needs at least 1 sample, got {samples}")
+    if len(bundle.train) == 0:
+        raise FlexiqError(f"{bundle.name} has no calibration images ({bundle.split})")
+    return fixed_subset(bundle.train, samples, seed=1)
 
 
 def calibration_batches(bundle: DatasetBundle, samples: int, batch_size: int = 64) -> list[torch.Tensor]:
-    """A fixed sample of the train split, as batches of images."""
-    if samples < 1:
-        raise FlexiqError(f"calibration needs at least 1 sample, got {samples}")
-    subset = fixed_subset(bundle.train, samples, seed=1)
-    return [images for images, _ in DataLoader(subset, batch_size=batch_size)]
+    """`calibration_set` as batches of images."""
+    return [images for images, _ in DataLoader(calibration_set(bundle, samples), batch_size=batch_size)]
+
+
+def data_provenance(bundle: DatasetBundle, calibration, evaluated) -> dict:
+    """Which images calibrated and which were scored (paths in a folder, else sample indices)."""
+    return {"split": bundle.split, "label_space": bundle.label_space,
+            "calibration": {"count": len(calibration), "items": dataset_items(calibration)},
+            "evaluation": {"count": len(evaluated), "items": dataset_items(evaluated)}}
 
 
 def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibration: int = 512,
@@ -82,7 +115,11 @@ def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibra
         if selection is not None and ratio > 0 and not any(abs(ratio - lv) < 1e-9 for lv in selection.levels):
             raise FlexiqError(f"ratio {ratio} is not a level of the selection {selection.levels}")
     bundle = prepared.bundle
+    if not bundle.labelled:
+        raise FlexiqError(f"{bundle.name} holds unlabelled images: pass it as --calibration-data, not --dataset")
     test = fixed_subset(bundle.test, samples)
+    if len(test) == 0:
+        raise FlexiqError(f"{bundle.name} has no images to evaluate ({bundle.split})")
     classes = bundle.num_classes
 
     def measure(model: nn.Module, desc: str) -> dict:
@@ -91,6 +128,7 @@ def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibra
 
     report = {"model": prepared.name, "dataset": bundle.name, "samples": len(test)}
     report["fp32"] = measure(prepared.model, "FP32")
+    calibration_images = calibration_set(bundle, calibration)
     batches = calibration_batches(bundle, calibration)
     if prepared.quantized is not None:
         qmodel = prepared.quantized
@@ -112,6 +150,7 @@ def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibra
     report["calibration"] = selection.provenance.get("calibration", calibration) if prepared.quantized is not None \
         else calibration
     report["quant_config"] = config_to_dict(quant)
+    report["data"] = data_provenance(bundle, calibration_images, test)
     return report
 
 
@@ -122,6 +161,7 @@ def format_report(report: dict) -> str:
     lines = [
         f"{report['model']} on {report['dataset']}: {report['samples']} test samples, "
         f"calibration {report['calibration']}, selection {report['method'] or '-'}",
+        f"data: {report['data']['split']}; labels: {report['data']['label_space']}",
         header,
         "-" * len(header),
     ]

@@ -9,11 +9,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if not os.path.exists("/dev/nvidia0"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(2)
+
+# 750 labelled ImageNet photos (150 classes, wnid folders) in shared/, beside the checkout.
+IMAGENET_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-dev"
+
+from flexiq_search.allocator import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()
 
 
 @pytest.fixture(scope="session")
