@@ -30,6 +30,7 @@ def test_registry_lists_the_supported_families():
     names = list_models()
     for expected in ("resnet20", "resnet18", "resnet50", "mobilenetv2_100", "efficientnet_lite0", "deit_tiny"):
         assert expected in names
+    assert list_models("efficientnet_lite*") == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     assert list_models("deit*") == ["deit_small", "deit_tiny"]
     with pytest.raises(FlexiqError, match="unknown model"):
         create_model("resnet9000")
