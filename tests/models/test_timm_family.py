@@ -9,8 +9,7 @@ from flexiq_search.errors import FlexiqError
 from flexiq_search.models import create_model
 from flexiq_search.models.timm_family import efficientnet_lite_imagenet_state_dict
 
-# 750 labelled ImageNet photos (150 classes x 5, one folder per wnid) in shared/, beside the checkout.
-IMAGENET_DEV = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "imagenet-dev"
+from ..conftest import IMAGENET_DEV
 
 # timm's pretrained_cfg of each architecture: (input size, crop_pct); resize = size / crop_pct.
 LITE_INPUT = {
