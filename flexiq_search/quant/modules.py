@@ -104,7 +104,8 @@ class MixedPrecisionLayer(nn.Module):
         """[O, columns] input channel that each weight column reads (grouped convs differ)."""
         raise NotImplementedError
 
-    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor, groups: int | None = None) -> torch.Tensor:
+        """The layer's integer product; `groups` overrides a conv's group count (for sliced layers)."""
         raise NotImplementedError
 
     def _macs_per_output(self) -> int:
@@ -232,6 +233,37 @@ class MixedPrecisionLayer(nn.Module):
         shape = [n] + [1] * (act.dim() - 1)
         shape[self.channel_dim] = self.in_channels
         return shift.view(shape)
+
+    def group_lowering_delta(self, act: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(accumulator change, output channels it touches) when only `group` runs in 4-bit.
+
+        Computed on the group's own input channels (and, for depthwise convs, their own outputs),
+        so scoring every group alone costs about two layer forwards instead of one per group; the
+        result equals the difference of the two whole-layer integer accumulators exactly.
+        `act` are the layer's INT8 input codes. None where the slicing does not apply (grouped
+        convs other than depthwise).
+        """
+        channels = (self.channel_group == group).nonzero().flatten()
+        outputs, conv_groups = self._outputs_of_channels(channels)
+        if outputs is None:
+            return None
+        a = act.index_select(self.channel_dim, channels)
+        shifts = self.activation_shifts(act)
+        if shifts.shape[self.channel_dim] != 1:
+            shifts = shifts.index_select(self.channel_dim, channels)
+        w = self.weight_codes.to(torch.int32)[outputs]
+        w_shift = self._weight_shift_per_column()[outputs]
+        if conv_groups == 1:  # columns of a dense layer are its input channels
+            w, w_shift = w[:, channels], w_shift[:, channels]
+        signed = bool(self.act_signed)
+        dtype = torch.float32 if bool(self.exact_float32) else torch.float64
+        low = self._accumulate(lowered_codes(a, shifts, signed).to(dtype),
+                               lowered_codes(w, w_shift, True).to(dtype), groups=conv_groups)
+        return low - self._accumulate(a.to(dtype), w.to(dtype), groups=conv_groups), outputs
+
+    def _outputs_of_channels(self, channels: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+        """Output channels that read `channels`, and the conv groups of the sliced layer."""
+        return torch.arange(self.out_channels), 1
 
     def integer_accumulator(self, x: torch.Tensor) -> torch.Tensor:
         """The exact integer accumulator, held in a float tensor (float32 only where provably exact)."""
@@ -363,12 +395,20 @@ class MixedPrecisionConv2d(MixedPrecisionLayer):
     def _macs_per_output(self) -> int:
         return self.weight_codes[0].numel()
 
-    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor, groups: int | None = None) -> torch.Tensor:
         if self.dynamic_same_padding:
             from timm.layers.padding import pad_same
 
             act = pad_same(act, list(self.kernel_size), list(self.stride), list(self.dilation))
-        return F.conv2d(act, weight, None, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(act, weight, None, self.stride, self.padding, self.dilation, groups or self.groups)
+
+    def _outputs_of_channels(self, channels: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+        if self.groups == 1:
+            return torch.arange(self.out_channels), 1
+        if self.groups == self.in_channels:  # depthwise: input channel c feeds outputs c*m .. c*m + m - 1
+            per_channel = self.out_channels // self.in_channels
+            return (channels[:, None] * per_channel + torch.arange(per_channel)).flatten(), len(channels)
+        return None, 0
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -388,7 +428,7 @@ class MixedPrecisionLinear(MixedPrecisionLayer):
     def _macs_per_output(self) -> int:
         return self.in_channels
 
-    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor, groups: int | None = None) -> torch.Tensor:
         return F.linear(act, weight)
 
     def extra_repr(self) -> str:

@@ -96,3 +96,36 @@ def test_range_noise_estimate_tracks_the_measured_layer_error(trained_resnet20, 
 def test_bad_levels_are_refused(converted):
     with pytest.raises(ValueError):
         create_strategy("range").select(converted, [0.5, 1.5])
+
+
+@pytest.mark.parametrize("activation_shift", ["static", "dynamic"])
+def test_per_group_errors_from_sliced_layers_equal_whole_layer_differences(activation_shift, sample_photos):
+    """The greedy's per-group error is computed on each group's own channels; it must equal lowering
+    that group in the whole layer (dense, depthwise and grouped convs, linear)."""
+    from flexiq_search.config import QuantConfig
+    from flexiq_search.quant.convert import capture_layer_inputs, convert_model, mixed_layers
+    from flexiq_search.selection.greedy_error import layer_output_errors
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), torch.nn.ReLU(),  # depthwise
+        torch.nn.Conv2d(16, 32, 3, padding=1, groups=16), torch.nn.ReLU(),  # depthwise, channel multiplier 2
+        torch.nn.Conv2d(32, 24, 1, groups=2), torch.nn.ReLU(),  # grouped: the whole-layer fallback
+        torch.nn.Conv2d(24, 24, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(24, 20), torch.nn.Hardswish(), torch.nn.Linear(20, 5)).eval()
+    model = convert_model(net, [sample_photos], QuantConfig(group_size=4, activation_shift=activation_shift,
+                                                             keep_first_int8=False, keep_last_int8=False))
+    errors = layer_output_errors(model, sample_photos)
+    inputs = capture_layer_inputs(model, sample_photos)
+    for name, layer in mixed_layers(model, eligible_only=True).items():
+        layer = copy.deepcopy(layer)
+        reference = layer.integer_accumulator(inputs[name])
+        scale = layer._view_channels(layer.act_scale * layer.weight_scale, reference.dim()).double()
+        expected = torch.zeros(layer.n_groups, dtype=torch.float64)
+        for group in range(layer.n_groups):
+            layer.set_low_bit_groups(torch.arange(layer.n_groups) == group)
+            delta = (layer.integer_accumulator(inputs[name]) - reference).double() * scale
+            expected[group] = float(delta.square().mean()) / float(layer.output_mean_square)
+        assert torch.allclose(errors[name], expected, rtol=1e-9, atol=1e-15), name
+        assert expected.max() > 0, name
