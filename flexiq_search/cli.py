@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--population", type=positive_int, default=16)
     select.add_argument("--generations", type=nonnegative_int, default=20)
     select.add_argument("--metric", choices=["mse", "kl"], default="mse", help="fitness: logit distance to INT8")
+    select.add_argument("--validation-share", type=float, default=None,
+                        help="evolution: share of the calibration images held out to choose each level's winner "
+                             "(default 0.25; 0: choose on the search images)")
     select.add_argument("--out", required=True, help="selection file (.json)")
     select.add_argument("--json", action="store_true")
     add_quant_options(select)
@@ -361,6 +364,8 @@ def cmd_select(args: argparse.Namespace) -> None:
     if args.method == "evolution":
         options = {"population": args.population, "generations": args.generations, "metric": args.metric,
                    "progress": True}
+        if args.validation_share is not None:
+            options["validation_share"] = args.validation_share
     prepared, quant, qmodel, images = converted_with_images(args)
     strategy = create_strategy(args.method, budget=quant.budget, seed=args.seed, **options)
     started = time.perf_counter()

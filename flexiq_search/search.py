@@ -29,7 +29,7 @@ from .evaluation import PreparedModel, calibration_batches, prepare_model
 from .models import get_model_entry
 from .quant.convert import convert_model, set_ratio
 from .selection import apply_selection
-from .selection.evolution import BatchEvaluator, EvolutionarySelection
+from .selection.evolution import BatchEvaluator, EvolutionarySelection, split_validation
 from .selection.fitness import FitnessEvaluator
 from .store.repository import EVOLUTION_CHECKPOINT, evolution_progress  # the store decodes it for progress
 from .training import accuracy
@@ -186,10 +186,12 @@ class SearchRunner:
             progress.update(state)
             self.heartbeat()
 
-        evaluate_batch, release = self.executor.fitness_pool(qmodel, images, config.metric)
+        # Workers score candidates on the search images; the driver picks winners on the held-out rest.
+        search_images, validation_images = split_validation(images, strategy.validation_share)
+        evaluate_batch, release = self.executor.fitness_pool(qmodel, search_images, config.metric)
         try:
-            selection = strategy.select(qmodel, levels, images, evaluate_batch=evaluate_batch, resume=resume,
-                                        on_generation=on_generation)
+            selection = strategy.select(qmodel, levels, search_images, validation_images=validation_images,
+                                        evaluate_batch=evaluate_batch, resume=resume, on_generation=on_generation)
         finally:
             release()
         apply_selection(qmodel, selection)

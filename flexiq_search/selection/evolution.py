@@ -14,6 +14,12 @@ has not improved for `patience` generations.
 The first population holds the fills of the value-range ranking, the per-layer error greedy
 ranking and a seeded random ranking (each topped up from the frozen set), then mutated copies of
 them: the search can only improve on its seeds' calibration fitness, since the elite is kept.
+
+Guard against fitting the calibration images: candidates are scored on one set of images and
+every generation's best (and every seed) is also scored on a held-out validation set; the level's
+winner is the candidate with the best validation fitness, and the search stops early when that has
+not improved for `patience` generations. A lower search fitness alone can be a selection that
+fits its images (measured: a lower KL to INT8 on the search images and a lower top-1 on unseen ones).
 """
 
 from __future__ import annotations
@@ -121,6 +127,19 @@ class Chromosomes:
 
 
 BatchEvaluator = Callable[[list[dict[str, torch.Tensor]]], list[float]]
+DEFAULT_VALIDATION_SHARE = 0.25
+
+
+def split_validation(images: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(search images, validation images): the last `share` of the images validates (none if share is 0)."""
+    if not 0 <= share < 1:
+        raise ValueError(f"validation share must be in [0, 1), got {share}")
+    held = int(round(share * len(images)))
+    if share == 0 or held == 0:
+        return images, None
+    if held >= len(images):
+        raise ValueError(f"{len(images)} calibration images cannot spare a {share:g} validation share")
+    return images[:-held], images[-held:]
 
 
 def _flat_to_text(flat: torch.Tensor) -> str:
@@ -147,7 +166,8 @@ class EvolutionarySelection(SelectionStrategy):
     def __init__(self, *, budget: str = "global", seed: int = 0, population: int = 16, generations: int = 20,
                  elite: int = 2, tournament: int = 3, crossover_rate: float = 0.7, mutation_swaps: int = 3,
                  patience: int = 6, metric: str = "mse", cache_bytes: int = 1 << 30, progress: bool = False,
-                 islands: int = 1, migration_interval: int = 4) -> None:
+                 islands: int = 1, migration_interval: int = 4,
+                 validation_share: float = DEFAULT_VALIDATION_SHARE) -> None:
         super().__init__(budget=budget, seed=seed)
         if population < 2 or generations < 0 or not 0 <= elite < population or tournament < 1:
             raise ValueError("evolution needs population >= 2, generations >= 0, 0 <= elite < population, tournament >= 1")
@@ -159,14 +179,23 @@ class EvolutionarySelection(SelectionStrategy):
         self.crossover_rate, self.mutation_swaps, self.patience = crossover_rate, mutation_swaps, patience
         self.metric, self.cache_bytes, self.progress = metric, cache_bytes, progress
         self.islands, self.migration_interval = islands, migration_interval
+        split_validation(torch.zeros(4), validation_share)  # validates the share
+        self.validation_share = validation_share
 
     def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None, *,
-               evaluate_batch: BatchEvaluator | None = None, resume: dict | None = None,
-               on_generation: Callable[[dict], None] | None = None) -> Selection:
+               validation_images: torch.Tensor | None = None, evaluate_batch: BatchEvaluator | None = None,
+               resume: dict | None = None, on_generation: Callable[[dict], None] | None = None) -> Selection:
+        """`images` score candidates; winners are chosen on `validation_images`. Without them, the
+        last `validation_share` of `images` validates, unless `evaluate_batch` is given: a custom
+        evaluator scores on images the caller chose, so the caller splits (`split_validation`)."""
         images = self._require_images(images)
+        if validation_images is None and evaluate_batch is None:
+            images, validation_images = split_validation(images, self.validation_share)
         levels = validate_levels(levels)
         started = time.perf_counter()
         evaluator = FitnessEvaluator(model, images, metric=self.metric, cache_bytes=self.cache_bytes)
+        validator = None if validation_images is None else \
+            FitnessEvaluator(model, validation_images, metric=self.metric, cache_bytes=0)
         if evaluate_batch is None:
             evaluate_batch = lambda candidates: [evaluator(masks) for masks in candidates]  # noqa: E731
         genes = Chromosomes(model, evaluator.eligible, self.budget)
@@ -175,7 +204,8 @@ class EvolutionarySelection(SelectionStrategy):
                       "greedy-error": torch.cat([errors[n] for n in genes.names]) / genes.macs,
                       "random": torch.rand(len(genes.macs), generator=torch.Generator().manual_seed(self.seed),
                                            dtype=torch.float64)}
-        run = _SearchRun(self, genes, evaluate_batch, seed_harms, levels, resume, on_generation)
+        validate = None if validator is None else (lambda flat: validator(genes.masks(flat)))
+        run = _SearchRun(self, genes, evaluate_batch, seed_harms, levels, resume, on_generation, validate)
         added_per_level, fitness_per_level, generations_run, frozen = run.finish_levels()
 
         selected = {}
@@ -191,7 +221,10 @@ class EvolutionarySelection(SelectionStrategy):
         provenance = {
             "seed": self.seed, "budget": self.budget, "metric": self.metric, "population": self.population,
             "generations": self.generations, "islands": self.islands, "generations_run": generations_run,
-            "fitness": fitness_per_level, "calibration": len(images), "candidates_scored": run.scored,
+            "fitness": fitness_per_level, "calibration": len(images) + (0 if validator is None else len(validator.images)),
+            "search_images": len(images), "validation_images": 0 if validator is None else len(validator.images),
+            "validation_fitness": [level.get("validation_fitness") for level in run.done],
+            "candidates_scored": run.scored,
             **evaluator.stats(),
             # wall times: the only provenance that differs between two runs with one seed
             "timing": {"seconds": time.perf_counter() - started, "forward_seconds": evaluator.forward_seconds},
@@ -210,8 +243,9 @@ class _SearchRun:
 
     def __init__(self, config: EvolutionarySelection, genes: Chromosomes, evaluate_batch: BatchEvaluator,
                  seed_harms: dict[str, torch.Tensor], levels: list[float], resume: dict | None,
-                 on_generation: Callable[[dict], None] | None) -> None:
-        self.config, self.genes, self.evaluate_batch = config, genes, evaluate_batch
+                 on_generation: Callable[[dict], None] | None,
+                 validate: Callable[[torch.Tensor], float] | None = None) -> None:
+        self.config, self.genes, self.evaluate_batch, self.validate = config, genes, evaluate_batch, validate
         self.seed_harms, self.levels, self.on_generation = seed_harms, levels, on_generation
         self.rng = random.Random(config.seed)
         self.done: list[dict] = []  # per finished level: added groups, fitness, generations run
@@ -245,8 +279,9 @@ class _SearchRun:
     def finish_levels(self) -> tuple[list[torch.Tensor], list[float], list[int], torch.Tensor]:
         for ratio in self.levels[len(self.done):]:
             frozen = self.frozen()
-            best, fitness, ran = self._search_level(frozen, ratio)
-            self.done.append({"added": _flat_to_text(best & ~frozen), "fitness": fitness, "generations": ran})
+            best, fitness, ran, validation = self._search_level(frozen, ratio)
+            self.done.append({"added": _flat_to_text(best & ~frozen), "fitness": fitness, "generations": ran,
+                              "validation_fitness": validation})
             self.level_state = None
         added = [_flat_from_text(level["added"]) for level in self.done]
         return (added, [level["fitness"] for level in self.done], [level["generations"] for level in self.done],
@@ -265,22 +300,32 @@ class _SearchRun:
             islands.append(population)
         return islands
 
-    def _search_level(self, frozen: torch.Tensor, ratio: float) -> tuple[torch.Tensor, float, int]:
+    def _search_level(self, frozen: torch.Tensor, ratio: float) -> tuple[torch.Tensor, float, int, float | None]:
+        """(winner, its search fitness, generations run, its validation fitness or None)."""
         config, genes, rng = self.config, self.genes, self.rng
         if ratio >= 1:
             everything = torch.ones_like(frozen)
-            return everything, self.score([everything])[0], 0
+            return (everything, self.score([everything])[0], 0,
+                    None if self.validate is None else self.validate(everything))
         if self.level_state is None:
             populations = self._first_populations(frozen, ratio)
             flat_fitness = self.score([flat for population in populations for flat in population])
             size = config.population
             fitnesses = [flat_fitness[i * size:(i + 1) * size] for i in range(config.islands)]
             generation, best_fitness, stalled = 0, min(flat_fitness), 0
+            # The seeds (first members of an island) and the best candidate compete on validation.
+            validated = {}
+            if self.validate is not None:
+                contenders = populations[0][:len(self.seed_harms)] + [min(
+                    ((f, flat) for population, fitness in zip(populations, fitnesses)
+                     for flat, f in zip(population, fitness)), key=lambda pair: pair[0])[1]]
+                validated = self._validated(contenders, populations, fitnesses, None)
         else:
             state = self.level_state
             populations = [[_flat_from_text(t) for t in island["population"]] for island in state["islands"]]
             fitnesses = [island["fitness"] for island in state["islands"]]
             generation, best_fitness, stalled = state["generation"], state["best"], state["stalled"]
+            validated = state.get("validation") or {}
         bar = tqdm(total=config.generations, initial=generation, desc=f"evolution {ratio:.0%}",
                    disable=not config.progress, mininterval=1.0, leave=False)
         while generation < config.generations and stalled < config.patience:
@@ -306,7 +351,15 @@ class _SearchRun:
             if config.islands > 1 and generation % config.migration_interval == 0:
                 self._migrate(populations, fitnesses)
             generation_best = min(min(f) for f in fitnesses)
-            if generation_best < best_fitness * (1 - 1e-9):
+            if self.validate is not None:  # stop when the validation winner stalls, not the search fitness
+                leader = min(((f, flat) for population, fitness in zip(populations, fitnesses)
+                              for flat, f in zip(population, fitness)), key=lambda pair: pair[0])[1]
+                improved = self._validated([leader], populations, fitnesses, validated)
+                stalled = 0 if improved["validation"] < validated.get("validation", float("inf")) * (1 - 1e-9) \
+                    else stalled + 1
+                validated = improved if stalled == 0 else validated
+                best_fitness = min(best_fitness, generation_best)
+            elif generation_best < best_fitness * (1 - 1e-9):
                 best_fitness, stalled = generation_best, 0
             else:
                 stalled += 1
@@ -314,14 +367,29 @@ class _SearchRun:
             bar.set_postfix(best=f"{best_fitness:.4g}", refresh=False)
             self.level_state = {"ratio": ratio, "generation": generation, "best": best_fitness, "stalled": stalled,
                                 "islands": [{"population": [_flat_to_text(f) for f in population], "fitness": fitness}
-                                            for population, fitness in zip(populations, fitnesses)]}
+                                            for population, fitness in zip(populations, fitnesses)],
+                                "validation": validated or None}
             if self.on_generation is not None:
                 self.on_generation(self.state())
         bar.close()
+        if validated:
+            return _flat_from_text(validated["winner"]), validated["fitness"], generation, validated["validation"]
         candidates = [(f, flat) for population, fitness in zip(populations, fitnesses)
                       for flat, f in zip(population, fitness)]
         winner_fitness, winner = min(candidates, key=lambda pair: pair[0])
-        return winner, winner_fitness, generation
+        return winner, winner_fitness, generation, None
+
+    def _validated(self, contenders: list[torch.Tensor], populations, fitnesses, current: dict | None) -> dict:
+        """The best of `current` and `contenders` on the validation images, with its search fitness."""
+        best = dict(current or {})
+        search_fitness = {_flat_to_text(flat): f for population, fitness in zip(populations, fitnesses)
+                          for flat, f in zip(population, fitness)}
+        for flat in contenders:
+            text = _flat_to_text(flat)
+            score = float(self.validate(flat))
+            if score < best.get("validation", float("inf")):
+                best = {"winner": text, "validation": score, "fitness": search_fitness[text]}
+        return best
 
     @staticmethod
     def _migrate(populations: list[list[torch.Tensor]], fitnesses: list[list[float]]) -> None:

@@ -43,7 +43,8 @@ def test_fitness_of_the_int8_model_is_zero_and_grows_with_the_ratio(converted, i
 
 def test_evolution_is_never_worse_than_its_seeds_on_calibration(converted, images):
     levels = [0.25, 0.5, 0.75]
-    selection = create_strategy("evolution", population=8, generations=4, seed=1).select(converted, levels, images)
+    selection = create_strategy("evolution", population=8, generations=4, seed=1,
+                                validation_share=0).select(converted, levels, images)
     model = copy.deepcopy(converted)
     evaluator = FitnessEvaluator(model, images)
     for method in ("range", "greedy-error"):
@@ -58,6 +59,33 @@ def test_evolution_is_never_worse_than_its_seeds_on_calibration(converted, image
         shares.append(mac_share_4bit(model))
     assert shares == sorted(shares) and abs(shares[1] - 0.5) < 0.1
     assert selection.provenance["evaluations"] > 0 and len(selection.provenance["fitness"]) == len(levels)
+
+
+def test_winners_are_chosen_on_held_out_images_and_never_lose_to_the_seeds_there(converted, digits_batches):
+    """Candidates are scored on one set; the winner of a level is the best on a separate validation set."""
+    search, validation = digits_batches
+    levels = [0.25, 0.5]
+    selection = create_strategy("evolution", population=8, generations=4, seed=1).select(
+        converted, levels, search, validation_images=validation)
+    provenance = selection.provenance
+    assert provenance["search_images"] == len(search) and provenance["validation_images"] == len(validation)
+    assert len(provenance["validation_fitness"]) == len(levels) and len(provenance["fitness"]) == len(levels)
+    model = copy.deepcopy(converted)
+    on_validation, on_search = FitnessEvaluator(model, validation), FitnessEvaluator(model, search)
+    apply_selection(model, selection)
+    for index, ratio in enumerate(levels):  # both reported fitnesses are the winner's, on their own sets
+        set_ratio(model, ratio)
+        assert provenance["validation_fitness"][index] == pytest.approx(on_validation(current_masks(model)))
+        assert provenance["fitness"][index] == pytest.approx(on_search(current_masks(model)))
+    for method in ("range", "greedy-error"):  # the seeds of the first level, made from the search images
+        apply_selection(model, create_strategy(method).select(model, levels, search))
+        set_ratio(model, levels[0])
+        assert provenance["validation_fitness"][0] <= on_validation(current_masks(model)) * (1 + 1e-9), method
+    # without explicit validation images, the last quarter of the images validates
+    split = create_strategy("evolution", population=4, generations=1).select(converted, [0.5], search)
+    assert (split.provenance["search_images"], split.provenance["validation_images"]) == (48, 16)
+    with pytest.raises(ValueError, match="validation share"):
+        create_strategy("evolution", validation_share=1.0)
 
 
 def test_kl_metric_and_bad_options(converted, images):
