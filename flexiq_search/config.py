@@ -57,7 +57,7 @@ def config_from_dict(payload: dict) -> Any:
     return cls(**data)
 
 
-@versioned_config("QuantConfig", 2)
+@versioned_config("QuantConfig", 3)
 @dataclass(frozen=True)
 class QuantConfig:
     """How a model is turned into a FlexiQ mixed-precision model (method.md, "Quantization scheme").
@@ -69,6 +69,9 @@ class QuantConfig:
     budget: the 4-bit ratio is a MAC share of all eligible layers ("global") or of each layer.
     activation_shift: activation extraction shifts fixed at calibration ("static") or taken per
         sample from the live codes ("dynamic extraction"). Added in version 2.
+    bias_correction: every level adds a per-output-channel offset that cancels the mean output
+        shift its 4-bit groups cause, measured on the calibration images. Added in version 3 (stored
+        configs of version 2 load with it off, as they were measured).
     """
 
     group_size: int = 8
@@ -79,12 +82,15 @@ class QuantConfig:
     keep_last_int8: bool = True
     budget: str = "global"
     activation_shift: str = "static"
+    bias_correction: bool = False
 
     @staticmethod
     def upgrade(version: int, data: dict) -> dict:
         """Bring stored data of `version` to `version + 1`."""
         if version == 1:
             data.setdefault("activation_shift", "static")
+        if version == 2:
+            data.setdefault("bias_correction", False)
         return data
 
     def __post_init__(self) -> None:
@@ -103,13 +109,20 @@ class QuantConfig:
             raise ValueError(f"budget must be one of {BUDGET_MODES}, got {self.budget!r}")
         if self.activation_shift not in ACTIVATION_SHIFT_MODES:
             raise ValueError(f"activation_shift must be one of {ACTIVATION_SHIFT_MODES}, got {self.activation_shift!r}")
+        if not isinstance(self.bias_correction, bool):
+            raise ValueError(f"bias_correction must be true or false, got {self.bias_correction!r}")
 
 
-SEARCH_SPACE_KEYS = ("group_size", "activation_shift", "population", "generations", "calibration", "islands",
-                     "finetune_epochs", "finetune_lr")
+# The quantization measured best on pretrained ImageNet models (docs/RESULTS.md, "Pretrained ImageNet
+# models"): the defaults of `select`, `evaluate`, `finetune`, `search` and the demo. `QuantConfig()`
+# itself stays method.md's baseline (group size 8, min/max, static shifts), which the ablation starts from.
+RECOMMENDED_QUANT = {"group_size": 1, "observer": "percentile", "activation_shift": "dynamic", "bias_correction": True}
+
+SEARCH_SPACE_KEYS = ("group_size", "activation_shift", "observer", "bias_correction", "population", "generations",
+                     "calibration", "islands", "finetune_epochs", "finetune_lr")
 
 
-@versioned_config("SearchConfig", 1)
+@versioned_config("SearchConfig", 2)
 @dataclass(frozen=True)
 class SearchConfig:
     """One FlexiQ search study: what to search, how hard, where latency comes from.
@@ -136,12 +149,30 @@ class SearchConfig:
     metric: str = "kl"  # measured to track accuracy better than logit MSE (docs/RESULTS.md)
     calibration: int = 256
     eval_samples: int | None = 2000
-    group_size: int = 8
-    activation_shift: str = "static"
+    group_size: int = RECOMMENDED_QUANT["group_size"]
+    activation_shift: str = RECOMMENDED_QUANT["activation_shift"]
+    observer: str = RECOMMENDED_QUANT["observer"]
+    bias_correction: bool = RECOMMENDED_QUANT["bias_correction"]
     finetune_epochs: int = 0
     finetune_lr: float = 1e-4
     finetune_samples: int | None = 2000
     search_space: dict = dataclasses.field(default_factory=dict)
+
+    @staticmethod
+    def upgrade(version: int, data: dict) -> dict:
+        """Version 2 added observer and bias_correction (and made the recommended settings the
+        defaults); stored version-1 configs keep what they ran with."""
+        if version == 1:
+            data.setdefault("group_size", 8)
+            data.setdefault("activation_shift", "static")
+            data.setdefault("observer", "minmax")
+            data.setdefault("bias_correction", False)
+        return data
+
+    def quant_config(self) -> QuantConfig:
+        """The QuantConfig every trial of this config converts with."""
+        return QuantConfig(group_size=self.group_size, activation_shift=self.activation_shift, observer=self.observer,
+                           bias_correction=self.bias_correction)
 
     def __post_init__(self) -> None:
         from .selection.fitness import FITNESS_METRICS
@@ -165,7 +196,7 @@ class SearchConfig:
             raise ValueError(f"ratios must be numbers in (0, 1], got {list(self.ratios)}")
         if self.metric not in FITNESS_METRICS:
             raise ValueError(f"metric must be one of {FITNESS_METRICS}, got {self.metric!r}")
-        QuantConfig(group_size=self.group_size, activation_shift=self.activation_shift)  # validates both
+        self.quant_config()  # validates the quantization keys
         if not isinstance(self.search_space, dict):
             raise ValueError("search_space must map parameter names to lists of choices")
         for key, choices in self.search_space.items():

@@ -145,12 +145,36 @@ def convert_model(model: nn.Module, calibration: Iterable[torch.Tensor], config:
         )
         _set_submodule(model, name, mixed)
     model(first)
+    seen = [first]
     for batch in batches:
         model(batch)
+        seen.append(batch)
     for layer in mixed_layers(model).values():
         layer.freeze()
+    if config.bias_correction:
+        measure_bias_shifts(model, seen)
     model.flexiq_config = config
     return model
+
+
+@torch.no_grad()
+def measure_bias_shifts(model: nn.Module, calibration: Iterable[torch.Tensor]) -> None:
+    """Measure every eligible layer's per-group mean output shift on its INT8 inputs (bias correction).
+
+    Streamed layer by layer through forward hooks, so no layer's inputs for all images are held.
+    """
+    layers = mixed_layers(model, eligible_only=True)
+    for layer in mixed_layers(model).values():
+        layer.boundary = 0
+    hooks = [layer.register_forward_pre_hook(lambda m, inp: m.measure_bias_shift(inp[0])) for layer in layers.values()]
+    try:
+        for batch in calibration:
+            model(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for layer in layers.values():
+        layer.finish_bias_shift()
 
 
 def mixed_layers(model: nn.Module, eligible_only: bool = False) -> "OrderedDict[str, MixedPrecisionLayer]":

@@ -87,13 +87,24 @@ class MixedPrecisionLayer(nn.Module):
         self.register_buffer("group_rank", torch.arange(self.n_groups))
         self.register_buffer("level_ratios", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("level_boundaries", torch.zeros(0, dtype=torch.int64))
+        # Bias correction: per level, the float offset that cancels the mean output shift its 4-bit
+        # groups cause ([L, O]; empty rows without correction). `bias_offset` is the current one.
+        self.register_buffer("level_bias", torch.zeros(0, 0))
+        self.bias_offset: torch.Tensor | None = None
+        # [G, O] mean output shift of lowering each group alone, measured on calibration inputs
+        # (`measure_bias_shift`); additive over groups, so any set of groups gets its exact offset.
+        self.group_bias_shift: torch.Tensor | None = None
+        self._bias_shift_sum: torch.Tensor | None = None
+        self._bias_shift_count = 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The selection's buffers are sized by its level count: adopt the stored sizes.
-        for name in ("level_ratios", "level_boundaries"):
+        for name in ("level_ratios", "level_boundaries", "level_bias"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.group_bias_shift = None  # the loaded level offsets are authoritative
+        self.bias_offset = None
 
     # --- subclass hooks -------------------------------------------------------------------
     @staticmethod
@@ -253,7 +264,7 @@ class MixedPrecisionLayer(nn.Module):
             shifts = shifts.index_select(self.channel_dim, channels)
         w = self.weight_codes.to(torch.int32)[outputs]
         w_shift = self._weight_shift_per_column()[outputs]
-        if conv_groups == 1:  # columns of a dense layer are its input channels
+        if getattr(self, "groups", 1) == 1:  # columns of a dense layer are its input channels
             w, w_shift = w[:, channels], w_shift[:, channels]
         signed = bool(self.act_signed)
         dtype = torch.float32 if bool(self.exact_float32) else torch.float64
@@ -264,6 +275,62 @@ class MixedPrecisionLayer(nn.Module):
     def _outputs_of_channels(self, channels: torch.Tensor) -> tuple[torch.Tensor | None, int]:
         """Output channels that read `channels`, and the conv groups of the sliced layer."""
         return torch.arange(self.out_channels), 1
+
+    @torch.no_grad()
+    def measure_bias_shift(self, x: torch.Tensor) -> None:
+        """Accumulate, over calibration inputs `x` (as the INT8 model feeds the layer), the mean
+        float output shift that lowering each group alone causes; `finish_bias_shift` ends it.
+
+        A mean commutes with the layer: the mean output is the weights times the mean input each tap
+        reads. So per input channel and tap only the mean INT8 code and the mean lowered code are
+        needed ([C, taps]), not a forward per group: exact, and far cheaper.
+        """
+        codes = self.quantize_input(x)
+        lowered = lowered_codes(codes, self.activation_shifts(codes), bool(self.act_signed))
+        mean8, positions = self._tap_means(codes)
+        mean4, _ = self._tap_means(lowered)
+        weight = self.weight_codes.double().reshape(*self.weight_channel.shape, -1)  # [O, columns, taps]
+        weight4 = lowered_codes(self.weight_codes.to(torch.int32), self._weight_shift_per_column(), True)
+        weight4 = weight4.double().reshape(weight.shape)
+        channel = self.weight_channel  # [O, columns]: the input channel each column reads
+        per_column = (weight4 * mean4[channel]).sum(-1) - (weight * mean8[channel]).sum(-1)  # [O, columns]
+        shift = torch.zeros(self.n_groups, self.out_channels, dtype=torch.float64)
+        shift.index_put_((self.weight_group, torch.arange(self.out_channels)[:, None].expand_as(channel)),
+                         per_column, accumulate=True)
+        shift *= (self.act_scale * self.weight_scale).double()[None, :] * positions
+        self._bias_shift_sum = shift if self._bias_shift_sum is None else self._bias_shift_sum + shift
+        self._bias_shift_count += positions
+
+    def _tap_means(self, codes: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """([C, taps] mean code each tap reads over all output positions, output positions)."""
+        flat = codes.double().reshape(-1, self.in_channels)
+        return flat.mean(dim=0)[:, None], flat.shape[0]
+
+    def finish_bias_shift(self) -> None:
+        if self._bias_shift_sum is not None:
+            self.group_bias_shift = self._bias_shift_sum / max(self._bias_shift_count, 1)
+        self._bias_shift_sum, self._bias_shift_count = None, 0
+
+    def lowering_delta(self, codes: torch.Tensor, group: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`group_lowering_delta`, or for layers it cannot slice the whole-layer difference."""
+        sliced = self.group_lowering_delta(codes, group)
+        if sliced is not None:
+            return sliced
+        saved = (self.group_order, self.group_rank, self.boundary, self.bias_offset)
+        self.set_low_bit_groups(torch.arange(self.n_groups) == group)
+        try:
+            delta = self.integer_accumulator(x)
+            self.boundary = 0
+            delta = delta - self.integer_accumulator(x)
+        finally:
+            self.group_order, self.group_rank, self.boundary, self.bias_offset = saved
+        return delta, torch.arange(self.out_channels)
+
+    def _offset_for(self, low: torch.Tensor) -> torch.Tensor | None:
+        """The bias offset that cancels the mean shift of running the groups in `low` in 4-bit."""
+        if self.group_bias_shift is None:
+            return None
+        return -(low.double() @ self.group_bias_shift).float()
 
     def integer_accumulator(self, x: torch.Tensor) -> torch.Tensor:
         """The exact integer accumulator, held in a float tensor (float32 only where provably exact)."""
@@ -277,6 +344,8 @@ class MixedPrecisionLayer(nn.Module):
         y = acc.float() * scale
         if self.bias is not None:
             y = y + self._view_channels(self.bias, acc.dim())
+        if self.bias_offset is not None and self.boundary > 0:
+            y = y + self._view_channels(self.bias_offset, acc.dim())
         return y
 
     # --- quantization-aware finetuning ------------------------------------------------------
@@ -296,6 +365,8 @@ class MixedPrecisionLayer(nn.Module):
         act = act + (low_act.float() - act).detach()
         weight = weight + (low_weight.float() - weight).detach()
         y = self._accumulate(act, weight) * self._view_channels(self.act_scale * self.weight_scale, x.dim())
+        if self.bias_offset is not None and self.boundary > 0:
+            y = y + self._view_channels(self.bias_offset, y.dim())
         return y if self.qat_bias is None else y + self._view_channels(self.qat_bias, y.dim())
 
     @torch.no_grad()
@@ -329,7 +400,13 @@ class MixedPrecisionLayer(nn.Module):
         self.group_rank = torch.empty_like(order_t).scatter_(0, order_t, torch.arange(self.n_groups))
         self.level_ratios = torch.tensor(ratios, dtype=torch.float64)
         self.level_boundaries = torch.tensor(boundaries, dtype=torch.int64)
+        if self.group_bias_shift is not None:
+            self.level_bias = torch.stack([self._offset_for(self.group_rank < b) for b in boundaries]) \
+                if boundaries else torch.zeros(0, self.out_channels)
+        elif self.level_bias.shape[0] != len(boundaries):  # no measurement and no loaded offsets
+            self.level_bias = torch.zeros(0, 0)
         self.boundary = 0
+        self.bias_offset = None
 
     def set_low_bit_groups(self, low: torch.Tensor) -> None:
         """Run exactly the groups of a [G] bool mask in 4-bit (used to score search candidates)."""
@@ -337,6 +414,7 @@ class MixedPrecisionLayer(nn.Module):
         self.group_order = order
         self.group_rank = torch.empty_like(order).scatter_(0, order, torch.arange(self.n_groups))
         self.boundary = int(low.sum())
+        self.bias_offset = self._offset_for(low)
 
     def install_shifts(self, extraction: str, act_shift: torch.Tensor, weight_shift: torch.Tensor) -> None:
         """Adopt the extraction mode and shifts a selection was made with."""
@@ -349,6 +427,7 @@ class MixedPrecisionLayer(nn.Module):
 
     def set_ratio(self, ratio: float) -> None:
         """Select a stored ratio level: moves one boundary index, nothing else."""
+        self.bias_offset = None
         if ratio == 0:
             self.boundary = 0
             return
@@ -358,7 +437,10 @@ class MixedPrecisionLayer(nn.Module):
                 self.boundary = 0
                 return
             raise ValueError(f"ratio {ratio} is not a stored level {self.level_ratios.tolist()}")
-        self.boundary = int(self.level_boundaries[matches.nonzero()[0, 0]])
+        level = int(matches.nonzero()[0, 0])
+        self.boundary = int(self.level_boundaries[level])
+        if self.level_bias.shape[0] == self.level_ratios.numel():
+            self.bias_offset = self.level_bias[level]
 
 
 def _round_through(value: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
@@ -401,6 +483,20 @@ class MixedPrecisionConv2d(MixedPrecisionLayer):
 
             act = pad_same(act, list(self.kernel_size), list(self.stride), list(self.dilation))
         return F.conv2d(act, weight, None, self.stride, self.padding, self.dilation, groups or self.groups)
+
+    def _tap_means(self, codes: torch.Tensor) -> tuple[torch.Tensor, int]:
+        x = codes.double()
+        if self.dynamic_same_padding:
+            from timm.layers.padding import pad_same
+
+            x = pad_same(x, list(self.kernel_size), list(self.stride), list(self.dilation))
+        (ph, pw), (sh, sw), (dh, dw), (kh, kw) = self.padding, self.stride, self.dilation, self.kernel_size
+        x = F.pad(x, (pw, pw, ph, ph))
+        out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        means = [x[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh, j * dw:j * dw + sw * (out_w - 1) + 1:sw].mean(dim=(0, 2, 3))
+                 for i in range(kh) for j in range(kw)]
+        return torch.stack(means, dim=1), x.shape[0] * out_h * out_w
 
     def _outputs_of_channels(self, channels: torch.Tensor) -> tuple[torch.Tensor | None, int]:
         if self.groups == 1:

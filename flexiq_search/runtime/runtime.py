@@ -27,14 +27,15 @@ class FlexiqRuntime:
         self.model = exported.qmodel
         self.levels = [0.0] + exported.levels
         layers = list(mixed_layers(self.model).values())
-        # Per level: (the layer's attribute dict, its boundary). Writing the dict entry skips
-        # nn.Module.__setattr__'s parameter/buffer/module checks (3x faster; `boundary` is a plain int).
-        self._plan: dict[float, list[tuple[dict, int]]] = {}
+        # Per level: (the layer's attribute dict, its boundary, its bias-correction offset). Writing
+        # the dict entries skips nn.Module.__setattr__'s parameter/buffer/module checks (3x faster;
+        # `boundary` is a plain int, the offset a tensor made once here).
+        self._plan: dict[float, list[tuple[dict, int, torch.Tensor | None]]] = {}
         for ratio in self.levels:
             boundaries = []
             for layer in layers:
                 layer.set_ratio(ratio)
-                boundaries.append((layer.__dict__, int(layer.boundary)))
+                boundaries.append((layer.__dict__, int(layer.boundary), layer.bias_offset))
             self._plan[ratio] = boundaries
         self._integer = integer_execution(self.model)
         self._integer.__enter__()  # for the runtime's life
@@ -53,8 +54,9 @@ class FlexiqRuntime:
         plan = self._plan.get(ratio)
         if plan is None:
             raise FlexiqError(f"ratio {ratio} is not a level of this model {self.levels}")
-        for attributes, boundary in plan:
+        for attributes, boundary, offset in plan:
             attributes["boundary"] = boundary
+            attributes["bias_offset"] = offset
         self.ratio = ratio
 
     def accuracy(self, ratio: float) -> float | None:

@@ -29,24 +29,16 @@ def layer_output_errors(model: nn.Module, images: torch.Tensor) -> dict[str, tor
     for name, layer in mixed_layers(int8, eligible_only=True).items():
         x = inputs[name]
         codes = layer.quantize_input(x)
-        reference = None
-        output_scale = layer.act_scale * layer.weight_scale
+        output_scale = (layer.act_scale * layer.weight_scale).double()
         power = max(float(layer.output_mean_square), 1e-30)
         error = torch.zeros(layer.n_groups, dtype=torch.float64)
         for group in range(layer.n_groups):
-            sliced = layer.group_lowering_delta(codes, group)
-            if sliced is not None:  # the group's own channels only: same numbers, a fraction of the work
-                delta, outputs = sliced
-                scale = output_scale[outputs]
-                numel = delta.numel() // len(outputs) * layer.out_channels  # mean over the whole output
-            else:
-                if reference is None:
-                    reference = layer.integer_accumulator(x)
-                alone = torch.zeros(layer.n_groups, dtype=torch.bool)
-                alone[group] = True
-                layer.set_low_bit_groups(alone)
-                delta, scale, numel = layer.integer_accumulator(x) - reference, output_scale, reference.numel()
-            delta = delta.double() * layer._view_channels(scale, delta.dim()).double()
+            # The group's own channels only where the layer allows: same numbers, a fraction of the work.
+            delta, outputs = layer.lowering_delta(codes, group, x)
+            delta = delta.double() * layer._view_channels(output_scale[outputs], delta.dim())
+            if layer.group_bias_shift is not None:  # bias correction cancels the group's mean shift
+                delta = delta - layer._view_channels(layer.group_bias_shift[group, outputs], delta.dim())
+            numel = delta.numel() // len(outputs) * layer.out_channels  # mean over the whole output
             error[group] = float(delta.square().sum()) / numel / power
         errors[name] = error
     return errors

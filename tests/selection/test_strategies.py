@@ -98,8 +98,9 @@ def test_bad_levels_are_refused(converted):
         create_strategy("range").select(converted, [0.5, 1.5])
 
 
-@pytest.mark.parametrize("activation_shift", ["static", "dynamic"])
-def test_per_group_errors_from_sliced_layers_equal_whole_layer_differences(activation_shift, sample_photos):
+@pytest.mark.parametrize("activation_shift, group_size", [("static", 4), ("dynamic", 4), ("static", 1)])
+def test_per_group_errors_from_sliced_layers_equal_whole_layer_differences(activation_shift, group_size,
+                                                                           sample_photos):
     """The greedy's per-group error is computed on each group's own channels; it must equal lowering
     that group in the whole layer (dense, depthwise and grouped convs, linear)."""
     from flexiq_search.config import QuantConfig
@@ -114,7 +115,7 @@ def test_per_group_errors_from_sliced_layers_equal_whole_layer_differences(activ
         torch.nn.Conv2d(32, 24, 1, groups=2), torch.nn.ReLU(),  # grouped: the whole-layer fallback
         torch.nn.Conv2d(24, 24, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
         torch.nn.Linear(24, 20), torch.nn.Hardswish(), torch.nn.Linear(20, 5)).eval()
-    model = convert_model(net, [sample_photos], QuantConfig(group_size=4, activation_shift=activation_shift,
+    model = convert_model(net, [sample_photos], QuantConfig(group_size=group_size, activation_shift=activation_shift,
                                                              keep_first_int8=False, keep_last_int8=False))
     errors = layer_output_errors(model, sample_photos)
     inputs = capture_layer_inputs(model, sample_photos)
