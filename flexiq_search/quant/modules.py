@@ -277,6 +277,50 @@ class MixedPrecisionLayer(nn.Module):
         return torch.arange(self.out_channels), 1
 
     @torch.no_grad()
+    def group_lowering_error(self, codes: torch.Tensor, group: int, centered: bool) -> float | None:
+        """Mean square float output change (over every output and position) when only `group`
+        runs in 4-bit, from second moments of the inputs each output reads; None where the layer's
+        structure does not allow it (grouped convs other than depthwise).
+
+        An output's change is a dot product of the group's tap windows (INT8 and lowered codes) with
+        the weights, so its mean square is u^T M u with M the windows' second-moment matrix
+        ([2 g taps]^2): exact, without an output tensor per group. `centered` removes the mean
+        (what bias correction cancels).
+        """
+        channels = (self.channel_group == group).nonzero().flatten()
+        outputs, conv_groups = self._outputs_of_channels(channels)
+        if outputs is None:
+            return None
+        shifts = self.activation_shifts(codes)
+        if shifts.shape[self.channel_dim] != 1:
+            shifts = shifts.index_select(self.channel_dim, channels)
+        a8 = codes.index_select(self.channel_dim, channels)
+        a4 = lowered_codes(a8, shifts, bool(self.act_signed))
+        windows = torch.cat([self._tap_windows(a4), self._tap_windows(a8)], dim=1)  # [P, 2 g taps]
+        moment = windows.T @ windows / windows.shape[0]
+        if centered:
+            mean = windows.mean(dim=0)
+            moment -= torch.outer(mean, mean)
+        w8 = self.weight_codes.to(torch.int32)[outputs]
+        w4 = lowered_codes(w8, self._weight_shift_per_column()[outputs], True)
+        taps = w8[0, 0].numel()
+        if getattr(self, "groups", 1) == 1:  # dense: every output reads every channel of the group
+            u8, u4 = (w[:, channels].reshape(len(outputs), -1).double() for w in (w8, w4))
+        else:  # depthwise: an output reads only its own channel's taps
+            slot = torch.arange(len(outputs)) // (len(outputs) // len(channels))
+            u8, u4 = (torch.zeros(len(outputs), len(channels), taps, dtype=torch.float64) for _ in range(2))
+            u8[torch.arange(len(outputs)), slot] = w8.reshape(len(outputs), taps).double()
+            u4[torch.arange(len(outputs)), slot] = w4.reshape(len(outputs), taps).double()
+            u8, u4 = u8.reshape(len(outputs), -1), u4.reshape(len(outputs), -1)
+        scale = (self.act_scale * self.weight_scale).double()[outputs, None]
+        u = torch.cat([u4, -u8], dim=1) * scale
+        return float(((u @ moment) * u).sum()) / self.out_channels
+
+    def _tap_windows(self, codes: torch.Tensor) -> torch.Tensor:
+        """[positions, channels x taps] the input values each output position reads (channel-major)."""
+        return codes.double().reshape(-1, codes.shape[-1])
+
+    @torch.no_grad()
     def measure_bias_shift(self, x: torch.Tensor) -> None:
         """Accumulate, over calibration inputs `x` (as the INT8 model feeds the layer), the mean
         float output shift that lowering each group alone causes; `finish_bias_shift` ends it.
@@ -497,6 +541,15 @@ class MixedPrecisionConv2d(MixedPrecisionLayer):
         means = [x[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh, j * dw:j * dw + sw * (out_w - 1) + 1:sw].mean(dim=(0, 2, 3))
                  for i in range(kh) for j in range(kw)]
         return torch.stack(means, dim=1), x.shape[0] * out_h * out_w
+
+    def _tap_windows(self, codes: torch.Tensor) -> torch.Tensor:
+        x = codes.double()
+        if self.dynamic_same_padding:
+            from timm.layers.padding import pad_same
+
+            x = pad_same(x, list(self.kernel_size), list(self.stride), list(self.dilation))
+        windows = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # [N, C taps, L]
+        return windows.transpose(1, 2).reshape(-1, windows.shape[1])
 
     def _outputs_of_channels(self, channels: torch.Tensor) -> tuple[torch.Tensor | None, int]:
         if self.groups == 1:

@@ -32,14 +32,19 @@ def layer_output_errors(model: nn.Module, images: torch.Tensor) -> dict[str, tor
         output_scale = (layer.act_scale * layer.weight_scale).double()
         power = max(float(layer.output_mean_square), 1e-30)
         error = torch.zeros(layer.n_groups, dtype=torch.float64)
+        centered = layer.group_bias_shift is not None  # bias correction cancels each group's mean shift
         for group in range(layer.n_groups):
-            # The group's own channels only where the layer allows: same numbers, a fraction of the work.
-            delta, outputs = layer.lowering_delta(codes, group, x)
-            delta = delta.double() * layer._view_channels(output_scale[outputs], delta.dim())
-            if layer.group_bias_shift is not None:  # bias correction cancels the group's mean shift
-                delta = delta - layer._view_channels(layer.group_bias_shift[group, outputs], delta.dim())
-            numel = delta.numel() // len(outputs) * layer.out_channels  # mean over the whole output
-            error[group] = float(delta.square().sum()) / numel / power
+            # From the inputs' second moments where the layer allows (exact, no output tensor per
+            # group), else from the group's lowering delta.
+            mean_square = layer.group_lowering_error(codes, group, centered)
+            if mean_square is None:
+                delta, outputs = layer.lowering_delta(codes, group, x)
+                delta = delta.double() * layer._view_channels(output_scale[outputs], delta.dim())
+                if centered:
+                    dims = [d for d in range(delta.dim()) if d != layer.channel_dim % delta.dim()]
+                    delta = delta - delta.mean(dim=dims, keepdim=True)
+                mean_square = float(delta.square().sum()) / (delta.numel() // len(outputs) * layer.out_channels)
+            error[group] = mean_square / power
         errors[name] = error
     return errors
 

@@ -98,11 +98,13 @@ def test_bad_levels_are_refused(converted):
         create_strategy("range").select(converted, [0.5, 1.5])
 
 
-@pytest.mark.parametrize("activation_shift, group_size", [("static", 4), ("dynamic", 4), ("static", 1)])
-def test_per_group_errors_from_sliced_layers_equal_whole_layer_differences(activation_shift, group_size,
-                                                                           sample_photos):
-    """The greedy's per-group error is computed on each group's own channels; it must equal lowering
-    that group in the whole layer (dense, depthwise and grouped convs, linear)."""
+@pytest.mark.parametrize("activation_shift, group_size, bias_correction",
+                         [("static", 4, False), ("dynamic", 4, False), ("static", 1, False), ("dynamic", 1, True)])
+def test_per_group_errors_equal_whole_layer_differences(activation_shift, group_size, bias_correction,
+                                                        sample_photos):
+    """The greedy's per-group error comes from input moments (or the group's own channels); it must
+    equal lowering that group in the whole layer (dense, depthwise and grouped convs, linear), less
+    the mean shift where bias correction cancels it."""
     from flexiq_search.config import QuantConfig
     from flexiq_search.quant.convert import capture_layer_inputs, convert_model, mixed_layers
     from flexiq_search.selection.greedy_error import layer_output_errors
@@ -116,6 +118,7 @@ def test_per_group_errors_from_sliced_layers_equal_whole_layer_differences(activ
         torch.nn.Conv2d(24, 24, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
         torch.nn.Linear(24, 20), torch.nn.Hardswish(), torch.nn.Linear(20, 5)).eval()
     model = convert_model(net, [sample_photos], QuantConfig(group_size=group_size, activation_shift=activation_shift,
+                                                             bias_correction=bias_correction,
                                                              keep_first_int8=False, keep_last_int8=False))
     errors = layer_output_errors(model, sample_photos)
     inputs = capture_layer_inputs(model, sample_photos)
@@ -127,6 +130,9 @@ def test_per_group_errors_from_sliced_layers_equal_whole_layer_differences(activ
         for group in range(layer.n_groups):
             layer.set_low_bit_groups(torch.arange(layer.n_groups) == group)
             delta = (layer.integer_accumulator(inputs[name]) - reference).double() * scale
+            if bias_correction:
+                dims = [d for d in range(delta.dim()) if d != layer.channel_dim % delta.dim()]
+                delta = delta - delta.mean(dim=dims, keepdim=True)
             expected[group] = float(delta.square().mean()) / float(layer.output_mean_square)
         assert torch.allclose(errors[name], expected, rtol=1e-9, atol=1e-15), name
         assert expected.max() > 0, name
