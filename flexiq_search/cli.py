@@ -51,31 +51,41 @@ def positive_int(text: str) -> int:
 
 
 def add_quant_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--group-size", type=positive_int, default=8, help="input channels per precision group")
-    parser.add_argument("--observer", choices=["minmax", "percentile"], default="minmax")
+    """Quantization flags; unset ones take the recommended settings (config.RECOMMENDED_QUANT)."""
+    from .config import RECOMMENDED_QUANT
+
+    parser.add_argument("--group-size", type=positive_int, default=None,
+                        help=f"input channels per precision group (default {RECOMMENDED_QUANT['group_size']})")
+    parser.add_argument("--observer", choices=["minmax", "percentile"], default=None,
+                        help=f"activation calibration (default {RECOMMENDED_QUANT['observer']})")
     parser.add_argument("--extraction", choices=["shift", "naive"], default="shift",
                         help="skip unused high bits (FlexiQ) or always take the top 4 bits")
     parser.add_argument("--budget", choices=["global", "per-layer"], default="global",
                         help="spend the 4-bit MAC share over the whole model or in every layer")
     parser.add_argument("--int4-first-last", action="store_true",
                         help="let the first conv and the classifier go 4-bit too")
-    parser.add_argument("--dynamic-extraction", action="store_true",
-                        help="activation shifts per sample from the live tensor, not fixed at calibration")
+    parser.add_argument("--activation-shift", choices=["static", "dynamic"], default=None,
+                        help="activation extraction shifts fixed at calibration or per sample from the live tensor "
+                             f"(default {RECOMMENDED_QUANT['activation_shift']})")
+    parser.add_argument("--dynamic-extraction", dest="activation_shift", action="store_const", const="dynamic",
+                        help="the same as --activation-shift dynamic (also over a selection made static)")
+    parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                        help="per-level offsets that cancel the mean output shift of the 4-bit groups "
+                             f"(default {'on' if RECOMMENDED_QUANT['bias_correction'] else 'off'})")
 
 
 def quant_config(args: argparse.Namespace, selection=None):
     """The QuantConfig of the command line, or the one a selection was made with (it must match)."""
-    from .config import QuantConfig, config_from_dict
+    from .config import RECOMMENDED_QUANT, QuantConfig, config_from_dict
 
     if selection is not None and "quant_config" in selection.provenance:
         config = config_from_dict(selection.provenance["quant_config"])
         # Dynamic extraction changes no stored value: it may be switched on over any selection.
-        dynamic = getattr(args, "dynamic_extraction", False)
+        dynamic = getattr(args, "activation_shift", None) == "dynamic"
         return dataclasses.replace(config, activation_shift="dynamic") if dynamic else config
-    return QuantConfig(group_size=args.group_size, observer=args.observer, extraction=args.extraction,
-                       budget=args.budget, keep_first_int8=not args.int4_first_last,
-                       keep_last_int8=not args.int4_first_last,
-                       activation_shift="dynamic" if args.dynamic_extraction else "static")
+    chosen = {key: getattr(args, key) for key in RECOMMENDED_QUANT if getattr(args, key, None) is not None}
+    return QuantConfig(**{**RECOMMENDED_QUANT, **chosen}, extraction=args.extraction, budget=args.budget,
+                       keep_first_int8=not args.int4_first_last, keep_last_int8=not args.int4_first_last)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -157,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--seed", type=int, default=0)
     select.add_argument("--population", type=positive_int, default=16)
     select.add_argument("--generations", type=nonnegative_int, default=20)
-    select.add_argument("--metric", choices=["mse", "kl"], default="mse", help="fitness: logit distance to INT8")
+    select.add_argument("--metric", choices=["mse", "kl"], default="kl",
+                        help="fitness: logit distance to INT8 (KL tracks top-1 better than MSE: docs/RESULTS.md)")
     select.add_argument("--validation-share", type=float, default=None,
                         help="evolution: share of the calibration images held out to choose each level's winner "
                              "(default 0.25; 0: choose on the search images)")

@@ -289,7 +289,7 @@ def imagefolder(argument: str | None = None, *, model=None, calibration_share: f
         split = (f"seeded split of one folder: {len(held)} calibration / {len(rest)} evaluation images "
                  f"(share {calibration_share:g}, fold {fold}, seed 0)")
     return DatasetBundle(f"imagefolder:{root}", train, test, num_classes=num_classes, label_space=how, split=split,
-                         **shape)
+                         train_flip=True, **shape)  # natural photos: a mirrored photo is the same class
 
 
 def calibration_source(spec: str, *, model=None) -> Dataset:

@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
-from .config import QuantConfig, SearchConfig
+from .config import SearchConfig
 from .data import fixed_subset, parse_dataset_spec
 from .errors import FlexiqError
 from .evaluation import PreparedModel, calibration_batches, prepare_model
@@ -170,7 +170,7 @@ class SearchRunner:
     def run_trial(self, config: SearchConfig, prepared: PreparedModel, trial_id: int, number: int) -> list[float]:
         """Select, (finetune), evaluate and measure one configuration; store it as one result."""
         levels = sorted(float(r) for r in config.ratios)
-        quant = QuantConfig(group_size=config.group_size, activation_shift=config.activation_shift)
+        quant = config.quant_config()
         batches = calibration_batches(prepared.bundle, config.calibration)
         images = torch.cat(batches)
         qmodel = convert_model(prepared.model, batches, quant)

@@ -53,3 +53,23 @@ def test_folders_that_cannot_be_scored_exit_2_in_one_line(case, message, tmp_pat
     assert main(["evaluate", "--model", "efficientnet_lite0", "--dataset", f"imagefolder:{tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_the_readmes_imagenet_command_runs_verbatim():
+    """The README's evaluate command on the shared ImageNet photos, exactly as written there."""
+    import os
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    line = next(line for line in (root / "README.md").read_text().splitlines()
+                if line.startswith(".venv/bin/flexiq evaluate") and "imagenet-dev" in line)
+    argv = shlex.split(line)
+    argv[0] = str(root / argv[0]) if (root / argv[0]).exists() else "flexiq"
+    result = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr
+    assert "60 test samples, calibration 32" in result.stdout and "50% 4-bit" in result.stdout
+    fp32 = next(line for line in result.stdout.splitlines() if line.startswith("FP32"))
+    assert float(fp32.split()[2]) > 60  # top-1 of the real pretrained model on real photos

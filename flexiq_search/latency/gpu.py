@@ -114,7 +114,7 @@ class GpuBackend(LatencyBackend):
     def measure(self, model: nn.Module, example: torch.Tensor, ratios: Sequence[float], model_name: str) -> dict:
         layers = mixed_layers(model)
         if any(layer.activation_shift != "static" for layer in layers.values()):
-            raise FlexiqError("the gpu backend's Triton kernel supports static activation shifts only")
+            raise FlexiqError("the gpu backend's Triton kernel supports static activation shifts only (--activation-shift static)")
         with torch.no_grad():
             inputs = capture_layer_inputs(model, example)
             gemms = {name: [(rows.to("cuda"), o, i) for rows, o, i in layer_gemm_operands(layer, inputs[name])]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import QuantConfig, SearchConfig, config_from_dict
+from ..config import SearchConfig, config_from_dict
 from ..errors import FlexiqError
 from .controller import create_controller
 from .export import export_model
@@ -58,7 +58,7 @@ def export_study(repo, study: str, out: str, trial: int | None = None, point: in
     if trial_config.finetune_epochs:
         raise FlexiqError(f"trial {chosen} was finetuned; finetuned weights are not stored, so it cannot be exported")
     prepared = prepare_model(config.model, config.dataset, config.checkpoint)
-    quant = QuantConfig(group_size=trial_config.group_size, activation_shift=trial_config.activation_shift)
+    quant = trial_config.quant_config()
     batches = calibration_batches(prepared.bundle, trial_config.calibration)
     qmodel = convert_model(prepared.model, batches, quant)
     selection = Selection.from_json(repo.selection_for_trial(row["trial_id"]))

