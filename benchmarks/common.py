@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from pathlib import Path
 
@@ -29,6 +31,19 @@ def write_section(name: str, text: str) -> None:
         existing = existing.rstrip("\n") + "\n\n" + block
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(existing)
+
+
+def load_state(path: Path, fresh: bool) -> dict:
+    """A benchmark's stored stage results ({} when starting over), so a rerun skips finished stages."""
+    return {} if fresh or not path.is_file() else json.loads(path.read_text())
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Write the stage results atomically: an interrupted run keeps every stage it finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
 
 
 def offline_photo_crops(model: torch.nn.Module, count: int, seed: int) -> torch.Tensor:

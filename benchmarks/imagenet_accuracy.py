@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 from common import ARTIFACTS, ROOT, write_section  # noqa: E402  (also tunes the allocator)
 
 from flexiq_search.config import RECOMMENDED_QUANT, QuantConfig, config_to_dict  # noqa: E402
@@ -78,14 +79,11 @@ ABLATION = {
 
 
 def load_state(fresh: bool) -> dict:
-    return {} if fresh or not STATE.is_file() else json.loads(STATE.read_text())
+    return common.load_state(STATE, fresh)
 
 
 def save_state(state: dict) -> None:
-    STATE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = STATE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, STATE)
+    common.save_state(STATE, state)
 
 
 def decoded(dataset) -> TensorDataset:

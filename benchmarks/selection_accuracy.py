@@ -43,6 +43,7 @@ from flexiq_search.selection.fitness import FitnessEvaluator, current_masks
 from flexiq_search.training import accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 from common import ARTIFACTS, ROOT, offline_photo_crops, write_section  # noqa: E402
 
 LEVELS = [0.25, 0.5, 0.75, 1.0]
@@ -60,14 +61,11 @@ MODELS = {  # name: (epochs, training samples) of the FP32 base model trained wi
 
 
 def load_state(fresh: bool) -> dict:
-    return {} if fresh or not STATE.is_file() else json.loads(STATE.read_text())
+    return common.load_state(STATE, fresh)
 
 
 def save_state(state: dict) -> None:
-    STATE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = STATE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, STATE)
+    common.save_state(STATE, state)
 
 
 def ensure_checkpoint(name: str) -> Path:
