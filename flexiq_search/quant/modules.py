@@ -88,8 +88,9 @@ class MixedPrecisionLayer(nn.Module):
         self.register_buffer("level_ratios", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("level_boundaries", torch.zeros(0, dtype=torch.int64))
         # Bias correction: per level, the float offset that cancels the mean output shift its 4-bit
-        # groups cause ([L, O]; empty rows without correction). `bias_offset` is the current one.
-        self.register_buffer("level_bias", torch.zeros(0, 0))
+        # groups cause ([L x O] flat, level-major, so no 2-D float tensor is stored; empty without
+        # correction). `bias_offset` is the current one.
+        self.register_buffer("level_bias", torch.zeros(0))
         self.bias_offset: torch.Tensor | None = None
         # [G, O] mean output shift of lowering each group alone, measured on calibration inputs
         # (`measure_bias_shift`); additive over groups, so any set of groups gets its exact offset.
@@ -445,10 +446,10 @@ class MixedPrecisionLayer(nn.Module):
         self.level_ratios = torch.tensor(ratios, dtype=torch.float64)
         self.level_boundaries = torch.tensor(boundaries, dtype=torch.int64)
         if self.group_bias_shift is not None:
-            self.level_bias = torch.stack([self._offset_for(self.group_rank < b) for b in boundaries]) \
-                if boundaries else torch.zeros(0, self.out_channels)
-        elif self.level_bias.shape[0] != len(boundaries):  # no measurement and no loaded offsets
-            self.level_bias = torch.zeros(0, 0)
+            self.level_bias = torch.cat([self._offset_for(self.group_rank < b) for b in boundaries]) \
+                if boundaries else torch.zeros(0)
+        elif self.level_bias.numel() != len(boundaries) * self.out_channels:  # no measurement, no loaded offsets
+            self.level_bias = torch.zeros(0)
         self.boundary = 0
         self.bias_offset = None
 
@@ -483,8 +484,8 @@ class MixedPrecisionLayer(nn.Module):
             raise ValueError(f"ratio {ratio} is not a stored level {self.level_ratios.tolist()}")
         level = int(matches.nonzero()[0, 0])
         self.boundary = int(self.level_boundaries[level])
-        if self.level_bias.shape[0] == self.level_ratios.numel():
-            self.bias_offset = self.level_bias[level]
+        if self.level_bias.numel() == self.level_ratios.numel() * self.out_channels:
+            self.bias_offset = self.level_bias.view(-1, self.out_channels)[level]
 
 
 def _round_through(value: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
