@@ -278,44 +278,44 @@ class MixedPrecisionLayer(nn.Module):
         return torch.arange(self.out_channels), 1
 
     @torch.no_grad()
-    def group_lowering_error(self, codes: torch.Tensor, group: int, centered: bool) -> float | None:
-        """Mean square float output change (over every output and position) when only `group`
-        runs in 4-bit, from second moments of the inputs each output reads; None where the layer's
-        structure does not allow it (grouped convs other than depthwise).
+    def group_lowering_errors(self, codes: torch.Tensor, centered: bool) -> torch.Tensor | None:
+        """[G] mean square float output change (over every output and position) when only that
+        group runs in 4-bit, from second moments of the inputs each output reads; None where the
+        layer's structure does not allow it (grouped convs other than depthwise).
 
         An output's change is a dot product of the group's tap windows (INT8 and lowered codes) with
         the weights, so its mean square is u^T M u with M the windows' second-moment matrix
         ([2 g taps]^2): exact, without an output tensor per group. `centered` removes the mean
-        (what bias correction cancels).
+        (what bias correction cancels). `codes` are the layer's INT8 input codes.
         """
-        channels = (self.channel_group == group).nonzero().flatten()
-        outputs, conv_groups = self._outputs_of_channels(channels)
-        if outputs is None:
+        if self._outputs_of_channels(torch.zeros(1, dtype=torch.int64))[0] is None:
             return None
-        shifts = self.activation_shifts(codes)
-        if shifts.shape[self.channel_dim] != 1:
-            shifts = shifts.index_select(self.channel_dim, channels)
-        a8 = codes.index_select(self.channel_dim, channels)
-        a4 = lowered_codes(a8, shifts, bool(self.act_signed))
-        windows = torch.cat([self._tap_windows(a4), self._tap_windows(a8)], dim=1)  # [P, 2 g taps]
-        moment = windows.T @ windows / windows.shape[0]
-        if centered:
-            mean = windows.mean(dim=0)
-            moment -= torch.outer(mean, mean)
-        w8 = self.weight_codes.to(torch.int32)[outputs]
-        w4 = lowered_codes(w8, self._weight_shift_per_column()[outputs], True)
+        lowered = lowered_codes(codes, self.activation_shifts(codes), bool(self.act_signed))
+        w8 = self.weight_codes.to(torch.int32)
+        w4 = lowered_codes(w8, self._weight_shift_per_column(), True)
+        scale = (self.act_scale * self.weight_scale).double()
         taps = w8[0, 0].numel()
-        if getattr(self, "groups", 1) == 1:  # dense: every output reads every channel of the group
-            u8, u4 = (w[:, channels].reshape(len(outputs), -1).double() for w in (w8, w4))
-        else:  # depthwise: an output reads only its own channel's taps
-            slot = torch.arange(len(outputs)) // (len(outputs) // len(channels))
-            u8, u4 = (torch.zeros(len(outputs), len(channels), taps, dtype=torch.float64) for _ in range(2))
-            u8[torch.arange(len(outputs)), slot] = w8.reshape(len(outputs), taps).double()
-            u4[torch.arange(len(outputs)), slot] = w4.reshape(len(outputs), taps).double()
-            u8, u4 = u8.reshape(len(outputs), -1), u4.reshape(len(outputs), -1)
-        scale = (self.act_scale * self.weight_scale).double()[outputs, None]
-        u = torch.cat([u4, -u8], dim=1) * scale
-        return float(((u @ moment) * u).sum()) / self.out_channels
+        errors = torch.zeros(self.n_groups, dtype=torch.float64)
+        for group in range(self.n_groups):
+            channels = (self.channel_group == group).nonzero().flatten()
+            outputs, _ = self._outputs_of_channels(channels)
+            windows = torch.cat([self._tap_windows(lowered.index_select(self.channel_dim, channels)),
+                                 self._tap_windows(codes.index_select(self.channel_dim, channels))], dim=1)
+            moment = windows.T @ windows / windows.shape[0]  # [2 g taps]^2
+            if centered:
+                mean = windows.mean(dim=0)
+                moment -= torch.outer(mean, mean)
+            if getattr(self, "groups", 1) == 1:  # dense: every output reads every channel of the group
+                u4, u8 = (w[:, channels].reshape(self.out_channels, -1).double() for w in (w4, w8))
+            else:  # depthwise: an output reads only its own channel's taps
+                rows, slot = torch.arange(len(outputs)), torch.arange(len(outputs)) // (len(outputs) // len(channels))
+                u4, u8 = (torch.zeros(len(outputs), len(channels), taps, dtype=torch.float64) for _ in range(2))
+                u4[rows, slot] = w4[outputs].reshape(len(outputs), taps).double()
+                u8[rows, slot] = w8[outputs].reshape(len(outputs), taps).double()
+                u4, u8 = u4.reshape(len(outputs), -1), u8.reshape(len(outputs), -1)
+            u = torch.cat([u4, -u8], dim=1) * scale[outputs, None]
+            errors[group] = float(((u @ moment) * u).sum()) / self.out_channels
+        return errors
 
     def _tap_windows(self, codes: torch.Tensor) -> torch.Tensor:
         """[positions, channels x taps] the input values each output position reads (channel-major)."""

@@ -31,21 +31,20 @@ def layer_output_errors(model: nn.Module, images: torch.Tensor) -> dict[str, tor
         codes = layer.quantize_input(x)
         output_scale = (layer.act_scale * layer.weight_scale).double()
         power = max(float(layer.output_mean_square), 1e-30)
-        error = torch.zeros(layer.n_groups, dtype=torch.float64)
         centered = layer.group_bias_shift is not None  # bias correction cancels each group's mean shift
-        for group in range(layer.n_groups):
-            # From the inputs' second moments where the layer allows (exact, no output tensor per
-            # group), else from the group's lowering delta.
-            mean_square = layer.group_lowering_error(codes, group, centered)
-            if mean_square is None:
+        # From the inputs' second moments where the layer allows (exact, no output tensor per group),
+        # else from each group's lowering delta.
+        mean_square = layer.group_lowering_errors(codes, centered)
+        if mean_square is None:
+            mean_square = torch.zeros(layer.n_groups, dtype=torch.float64)
+            for group in range(layer.n_groups):
                 delta, outputs = layer.lowering_delta(codes, group, x)
                 delta = delta.double() * layer._view_channels(output_scale[outputs], delta.dim())
                 if centered:
                     dims = [d for d in range(delta.dim()) if d != layer.channel_dim % delta.dim()]
                     delta = delta - delta.mean(dim=dims, keepdim=True)
-                mean_square = float(delta.square().sum()) / (delta.numel() // len(outputs) * layer.out_channels)
-            error[group] = mean_square / power
-        errors[name] = error
+                mean_square[group] = float(delta.square().sum()) / (delta.numel() // len(outputs) * layer.out_channels)
+        errors[name] = mean_square / power
     return errors
 
 
