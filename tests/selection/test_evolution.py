@@ -43,7 +43,7 @@ def test_fitness_of_the_int8_model_is_zero_and_grows_with_the_ratio(converted, i
 
 def test_evolution_is_never_worse_than_its_seeds_on_calibration(converted, images):
     levels = [0.25, 0.5, 0.75]
-    selection = create_strategy("evolution", population=8, generations=4, seed=1,
+    selection = create_strategy("evolution", population=8, generations=4, seed=1, metric="mse",
                                 validation_share=0).select(converted, levels, images)
     model = copy.deepcopy(converted)
     evaluator = FitnessEvaluator(model, images)
@@ -71,7 +71,8 @@ def test_winners_are_chosen_on_held_out_images_and_never_lose_to_the_seeds_there
     assert provenance["search_images"] == len(search) and provenance["validation_images"] == len(validation)
     assert len(provenance["validation_fitness"]) == len(levels) and len(provenance["fitness"]) == len(levels)
     model = copy.deepcopy(converted)
-    on_validation, on_search = FitnessEvaluator(model, validation), FitnessEvaluator(model, search)
+    on_validation = FitnessEvaluator(model, validation, metric="kl")  # the search's default fitness
+    on_search = FitnessEvaluator(model, search, metric="kl")
     apply_selection(model, selection)
     for index, ratio in enumerate(levels):  # both reported fitnesses are the winner's, on their own sets
         set_ratio(model, ratio)
