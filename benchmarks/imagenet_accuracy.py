@@ -17,12 +17,14 @@ it ends; a rerun skips finished rows (--fresh starts over).
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import os
 import platform
 import sys
 import time
+import zlib
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -86,6 +88,15 @@ def save_state(state: dict) -> None:
     common.save_state(STATE, state)
 
 
+def pack(text: str) -> str:
+    """A selection as stored in the state: zlib + base64 (group size 1 makes them megabytes of JSON)."""
+    return "zlib:" + base64.b64encode(zlib.compress(text.encode(), 9)).decode()
+
+
+def unpack(text: str) -> str:
+    return zlib.decompress(base64.b64decode(text[5:])).decode() if text.startswith("zlib:") else text
+
+
 def decoded(dataset) -> TensorDataset:
     """The photos decoded and transformed once (every row scores the same tensors)."""
     images, labels = zip(*DataLoader(dataset, batch_size=50))
@@ -127,7 +138,7 @@ def run_row(fold: Fold, quant: QuantConfig, method: str, options: dict, levels: 
     else:
         import copy
 
-        selection = Selection.from_json(tune_from["selection"])
+        selection = Selection.from_json(unpack(tune_from["selection"]))
         qmodel = copy.deepcopy(qmodel)
         apply_selection(qmodel, selection)
         unlabelled = dataclasses.replace(fold.bundle, train=TensorDataset(fold.pool, torch.full((len(fold.pool),), -1)),
@@ -138,7 +149,7 @@ def run_row(fold: Fold, quant: QuantConfig, method: str, options: dict, levels: 
     kl = FitnessEvaluator(qmodel, validation, metric="kl", cache_bytes=0)
     row = {"top1": {}, "kl_validation": {}, "mac_share": {}, "selection_seconds": seconds,
            "provenance": {k: v for k, v in selection.provenance.items() if k != "timing"},
-           "selection": selection.to_json()}
+           "selection": pack(selection.to_json())}
     for ratio in levels:
         set_ratio(qmodel, ratio)
         row["top1"][str(ratio)] = fold.top1(qmodel)
