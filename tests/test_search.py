@@ -39,7 +39,8 @@ def test_a_study_with_two_optuna_trials_stores_its_front(checkpoint, tmp_path, c
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
     config = tmp_path / "space.yaml"
-    config.write_text("group_size: 8\nsearch_space:\n  group_size: [4, 8]\n  activation_shift: [static, dynamic]\n")
+    config.write_text("group_size: 8\nactivation_shift: static\nsearch_space:\n  group_size: [4, 8]\n"
+                      "  activation_shift: [static, dynamic]\n")
     assert main([*SEARCH, "--config", str(config), "--checkpoint", checkpoint, "--generations", "2", "--trials", "2",
                  "--name", "two", "--db", url]) == 0
     out = capsys.readouterr()
