@@ -116,8 +116,7 @@ class MixedPrecisionLayer(nn.Module):
         """[O, columns] input channel that each weight column reads (grouped convs differ)."""
         raise NotImplementedError
 
-    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor, groups: int | None = None) -> torch.Tensor:
-        """The layer's integer product; `groups` overrides a conv's group count (for sliced layers)."""
+    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _macs_per_output(self) -> int:
@@ -246,36 +245,9 @@ class MixedPrecisionLayer(nn.Module):
         shape[self.channel_dim] = self.in_channels
         return shift.view(shape)
 
-    def group_lowering_delta(self, act: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(accumulator change, output channels it touches) when only `group` runs in 4-bit.
-
-        Computed on the group's own input channels (and, for depthwise convs, their own outputs),
-        so scoring every group alone costs about two layer forwards instead of one per group; the
-        result equals the difference of the two whole-layer integer accumulators exactly.
-        `act` are the layer's INT8 input codes. None where the slicing does not apply (grouped
-        convs other than depthwise).
-        """
-        channels = (self.channel_group == group).nonzero().flatten()
-        outputs, conv_groups = self._outputs_of_channels(channels)
-        if outputs is None:
-            return None
-        a = act.index_select(self.channel_dim, channels)
-        shifts = self.activation_shifts(act)
-        if shifts.shape[self.channel_dim] != 1:
-            shifts = shifts.index_select(self.channel_dim, channels)
-        w = self.weight_codes.to(torch.int32)[outputs]
-        w_shift = self._weight_shift_per_column()[outputs]
-        if getattr(self, "groups", 1) == 1:  # columns of a dense layer are its input channels
-            w, w_shift = w[:, channels], w_shift[:, channels]
-        signed = bool(self.act_signed)
-        dtype = torch.float32 if bool(self.exact_float32) else torch.float64
-        low = self._accumulate(lowered_codes(a, shifts, signed).to(dtype),
-                               lowered_codes(w, w_shift, True).to(dtype), groups=conv_groups)
-        return low - self._accumulate(a.to(dtype), w.to(dtype), groups=conv_groups), outputs
-
-    def _outputs_of_channels(self, channels: torch.Tensor) -> tuple[torch.Tensor | None, int]:
-        """Output channels that read `channels`, and the conv groups of the sliced layer."""
-        return torch.arange(self.out_channels), 1
+    def _outputs_of_channels(self, channels: torch.Tensor) -> torch.Tensor | None:
+        """Output channels that read `channels` (None for grouped convs other than depthwise)."""
+        return torch.arange(self.out_channels)
 
     @torch.no_grad()
     def group_lowering_errors(self, codes: torch.Tensor, centered: bool) -> torch.Tensor | None:
@@ -288,7 +260,7 @@ class MixedPrecisionLayer(nn.Module):
         ([2 g taps]^2): exact, without an output tensor per group. `centered` removes the mean
         (what bias correction cancels). `codes` are the layer's INT8 input codes.
         """
-        if self._outputs_of_channels(torch.zeros(1, dtype=torch.int64))[0] is None:
+        if self._outputs_of_channels(torch.zeros(1, dtype=torch.int64)) is None:
             return None
         lowered = lowered_codes(codes, self.activation_shifts(codes), bool(self.act_signed))
         w8 = self.weight_codes.to(torch.int32)
@@ -298,7 +270,7 @@ class MixedPrecisionLayer(nn.Module):
         errors = torch.zeros(self.n_groups, dtype=torch.float64)
         for group in range(self.n_groups):
             channels = (self.channel_group == group).nonzero().flatten()
-            outputs, _ = self._outputs_of_channels(channels)
+            outputs = self._outputs_of_channels(channels)
             windows = torch.cat([self._tap_windows(lowered.index_select(self.channel_dim, channels)),
                                  self._tap_windows(codes.index_select(self.channel_dim, channels))], dim=1)
             moment = windows.T @ windows / windows.shape[0]  # [2 g taps]^2
@@ -356,11 +328,9 @@ class MixedPrecisionLayer(nn.Module):
             self.group_bias_shift = self._bias_shift_sum / max(self._bias_shift_count, 1)
         self._bias_shift_sum, self._bias_shift_count = None, 0
 
-    def lowering_delta(self, codes: torch.Tensor, group: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`group_lowering_delta`, or for layers it cannot slice the whole-layer difference."""
-        sliced = self.group_lowering_delta(codes, group)
-        if sliced is not None:
-            return sliced
+    def lowering_delta(self, group: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(whole-layer accumulator change, every output channel) when only `group` runs in 4-bit:
+        the path for layers `group_lowering_errors` cannot take."""
         saved = (self.group_order, self.group_rank, self.boundary, self.bias_offset)
         self.set_low_bit_groups(torch.arange(self.n_groups) == group)
         try:
@@ -522,12 +492,12 @@ class MixedPrecisionConv2d(MixedPrecisionLayer):
     def _macs_per_output(self) -> int:
         return self.weight_codes[0].numel()
 
-    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor, groups: int | None = None) -> torch.Tensor:
+    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.dynamic_same_padding:
             from timm.layers.padding import pad_same
 
             act = pad_same(act, list(self.kernel_size), list(self.stride), list(self.dilation))
-        return F.conv2d(act, weight, None, self.stride, self.padding, self.dilation, groups or self.groups)
+        return F.conv2d(act, weight, None, self.stride, self.padding, self.dilation, self.groups)
 
     def _tap_means(self, codes: torch.Tensor) -> tuple[torch.Tensor, int]:
         x = codes.double()
@@ -552,13 +522,13 @@ class MixedPrecisionConv2d(MixedPrecisionLayer):
         windows = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # [N, C taps, L]
         return windows.transpose(1, 2).reshape(-1, windows.shape[1])
 
-    def _outputs_of_channels(self, channels: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+    def _outputs_of_channels(self, channels: torch.Tensor) -> torch.Tensor | None:
         if self.groups == 1:
-            return torch.arange(self.out_channels), 1
+            return torch.arange(self.out_channels)
         if self.groups == self.in_channels:  # depthwise: input channel c feeds outputs c*m .. c*m + m - 1
             per_channel = self.out_channels // self.in_channels
-            return (channels[:, None] * per_channel + torch.arange(per_channel)).flatten(), len(channels)
-        return None, 0
+            return (channels[:, None] * per_channel + torch.arange(per_channel)).flatten()
+        return None
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -578,7 +548,7 @@ class MixedPrecisionLinear(MixedPrecisionLayer):
     def _macs_per_output(self) -> int:
         return self.in_channels
 
-    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor, groups: int | None = None) -> torch.Tensor:
+    def _accumulate(self, act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(act, weight)
 
     def extra_repr(self) -> str:

@@ -38,7 +38,7 @@ def layer_output_errors(model: nn.Module, images: torch.Tensor) -> dict[str, tor
         if mean_square is None:
             mean_square = torch.zeros(layer.n_groups, dtype=torch.float64)
             for group in range(layer.n_groups):
-                delta, outputs = layer.lowering_delta(codes, group, x)
+                delta, outputs = layer.lowering_delta(group, x)
                 delta = delta.double() * layer._view_channels(output_scale[outputs], delta.dim())
                 if centered:
                     dims = [d for d in range(delta.dim()) if d != layer.channel_dim % delta.dim()]
