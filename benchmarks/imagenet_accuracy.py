@@ -68,13 +68,19 @@ FINETUNE = {"uniform-int4 + finetuning": "uniform-int4", "evolution + finetuning
 FINETUNE_CONFIG = FinetuneConfig(epochs=3, lr=1e-4, train_samples=None, batch_size=32, temperature=2.0,
                                  label_weight=0.0)
 # Ablation at 75% (Table 7 shape), cumulative from the paper's default quantization with range selection.
+_PERCENTILE = dataclasses.replace(PAPER_DEFAULT, observer="percentile")
+_GROUP_1 = dataclasses.replace(_PERCENTILE, group_size=1)
+_DYNAMIC = dataclasses.replace(_GROUP_1, activation_shift="dynamic")
+_BIAS = dataclasses.replace(_DYNAMIC, bias_correction=True)
+assert dataclasses.replace(_BIAS, keep_depthwise_int8=True) == RECOMMENDED, "the ablation must end at RECOMMENDED"
 ABLATION = {
     "paper default quantization (group 8, min/max, static shifts), range selection":
         (PAPER_DEFAULT, "range", {}),
-    "+ percentile activation calibration": (dataclasses.replace(PAPER_DEFAULT, observer="percentile"), "range", {}),
-    "+ group size 1": (dataclasses.replace(PAPER_DEFAULT, observer="percentile", group_size=1), "range", {}),
-    "+ dynamic extraction": (dataclasses.replace(RECOMMENDED, bias_correction=False), "range", {}),
-    "+ bias correction": (RECOMMENDED, "range", {}),
+    "+ percentile activation calibration": (_PERCENTILE, "range", {}),
+    "+ group size 1": (_GROUP_1, "range", {}),
+    "+ dynamic extraction": (_DYNAMIC, "range", {}),
+    "+ bias correction": (_BIAS, "range", {}),
+    "+ depthwise convs kept INT8": (RECOMMENDED, "range", {}),
     "per-layer error greedy selection": (RECOMMENDED, "greedy-error", {}),
     "evolutionary search (KL fitness, validated winners)": (RECOMMENDED, "evolution", EVOLUTION),
 }
@@ -146,8 +152,9 @@ def run_row(fold: Fold, quant: QuantConfig, method: str, options: dict, levels: 
         finetune(qmodel, fold.model, unlabelled, FINETUNE_CONFIG, progress=False)
     seconds = time.perf_counter() - started
     _, validation = split_validation(fold.search, 0.25)
+    quant_data = config_to_dict(quant)["_data"]
     kl = FitnessEvaluator(qmodel, validation, metric="kl", cache_bytes=0)
-    row = {"top1": {}, "kl_validation": {}, "mac_share": {}, "selection_seconds": seconds,
+    row = {"quant": quant_data, "top1": {}, "kl_validation": {}, "mac_share": {}, "selection_seconds": seconds,
            "provenance": {k: v for k, v in selection.provenance.items() if k != "timing"},
            "selection": pack(selection.to_json())}
     for ratio in levels:
@@ -159,12 +166,31 @@ def run_row(fold: Fold, quant: QuantConfig, method: str, options: dict, levels: 
     return row
 
 
+def row_quant(name: str) -> QuantConfig | None:
+    if name in TABLE:
+        return TABLE[name][0]
+    if name in FINETUNE:
+        return TABLE[FINETUNE[name]][0]
+    if name.startswith("ablation:"):
+        return ABLATION[name.split(":", 1)[1]][0]
+    return None
+
+
+def is_current(results: dict, name: str) -> bool:
+    """Whether `name` was measured, with the quantization the row has now (a changed recommendation
+    makes the rows that use it stale, so they run again)."""
+    if name not in results:
+        return False
+    quant = row_quant(name)
+    return quant is None or results[name].get("quant") == config_to_dict(quant)["_data"]
+
+
 def run(models: list[str], rows: list[str], folds: list[int], state: dict) -> None:
     for model in models:
         for fold_index in folds:
             results = state.setdefault(model, {}).setdefault(str(fold_index), {})
             wanted = [r for r in ["reference"] + list(TABLE) + list(FINETUNE) + [f"ablation:{a}" for a in ABLATION]
-                      if r not in results and (r == "reference" or r.split(":")[0] in rows or r in rows)]
+                      if not is_current(results, r) and (r == "reference" or r.split(":")[0] in rows or r in rows)]
             if not wanted:
                 continue
             fold = Fold(model, fold_index)
@@ -177,13 +203,17 @@ def run(models: list[str], rows: list[str], folds: list[int], state: dict) -> No
                                        (("recommended", RECOMMENDED), ("paper default", PAPER_DEFAULT),
                                         ("percentile", dataclasses.replace(PAPER_DEFAULT, observer="percentile")))}}
                 elif name in FINETUNE:
-                    if FINETUNE[name] not in results:
+                    if not is_current(results, FINETUNE[name]):
                         continue
                     quant, _, _ = TABLE[FINETUNE[name]]
                     result = run_row(fold, quant, name, {}, LEVELS, tune_from=results[FINETUNE[name]])
                 elif name.startswith("ablation:"):
                     quant, method, options = ABLATION[name.split(":", 1)[1]]
-                    result = run_row(fold, quant, method, options, [0.75])
+                    same = [t for t, spec in TABLE.items() if spec == (quant, method, options) and is_current(results, t)]
+                    if same:  # the table measured this very row already: the ablation reads it
+                        result = {**{k: v for k, v in results[same[0]].items() if k != "selection"}, "same_as": same[0]}
+                    else:
+                        result = run_row(fold, quant, method, options, [0.75])
                 else:
                     quant, method, options = TABLE[name]
                     result = run_row(fold, quant, method, options, LEVELS)
@@ -244,14 +274,14 @@ def render(state: dict) -> str:
                   "| method | 0% | 25% | 50% | 75% | 100% | INT8 - 50% | KL at 25/50/75% | selection s (per fold) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for row in list(TABLE) + list(FINETUNE):
-            if not all(row in r for r in per_fold.values()):
+            if not all(is_current(r, row) for r in per_fold.values()):
                 continue
             top1 = [mean_over_folds(per_fold, row, "top1", str(r)) for r in LEVELS]
             kl = [mean_over_folds(per_fold, row, "kl_validation", str(r)) for r in LEVELS[:3]]
             seconds = "/".join(f"{r[row]['selection_seconds']:.0f}" for r in per_fold.values())
             lines.append(f"| {row} | {fmt(int8)} | " + " | ".join(fmt(v) for v in top1) +
                          f" | {fmt(int8 - top1[1])} | " + "/".join(f"{v:.3g}" for v in kl) + f" | {seconds} |")
-        ablation = [a for a in ABLATION if all(f"ablation:{a}" in r for r in per_fold.values())]
+        ablation = [a for a in ABLATION if all(is_current(r, f"ablation:{a}") for r in per_fold.values())]
         if ablation:
             lines += ["", f"Ablation at 75% 4-bit ({model}, cumulative, the paper's Table 7):", "",
                       "| step | INT8 | top-1 at 75% | change |", "|---|---|---|---|"]

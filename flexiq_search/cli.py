@@ -53,10 +53,11 @@ def positive_int(text: str) -> int:
 def add_quant_options(parser: argparse.ArgumentParser) -> None:
     """Quantization flags; unset ones take the recommended settings (config.RECOMMENDED_QUANT)."""
     from .config import RECOMMENDED_QUANT
+    from .quant.observers import OBSERVERS
 
     parser.add_argument("--group-size", type=positive_int, default=None,
                         help=f"input channels per precision group (default {RECOMMENDED_QUANT['group_size']})")
-    parser.add_argument("--observer", choices=["minmax", "percentile"], default=None,
+    parser.add_argument("--observer", choices=OBSERVERS.names(), default=None,
                         help=f"activation calibration (default {RECOMMENDED_QUANT['observer']})")
     parser.add_argument("--extraction", choices=["shift", "naive"], default="shift",
                         help="skip unused high bits (FlexiQ) or always take the top 4 bits")
@@ -72,6 +73,9 @@ def add_quant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                         help="per-level offsets that cancel the mean output shift of the 4-bit groups "
                              f"(default {'on' if RECOMMENDED_QUANT['bias_correction'] else 'off'})")
+    parser.add_argument("--keep-depthwise-int8", action=argparse.BooleanOptionalAction, default=None,
+                        help="depthwise convs stay INT8 and leave the 4-bit MAC budget "
+                             f"(default {'on' if RECOMMENDED_QUANT['keep_depthwise_int8'] else 'off'})")
 
 
 def quant_config(args: argparse.Namespace, selection=None):

@@ -57,7 +57,7 @@ def config_from_dict(payload: dict) -> Any:
     return cls(**data)
 
 
-@versioned_config("QuantConfig", 3)
+@versioned_config("QuantConfig", 4)
 @dataclass(frozen=True)
 class QuantConfig:
     """How a model is turned into a FlexiQ mixed-precision model (method.md, "Quantization scheme").
@@ -72,6 +72,9 @@ class QuantConfig:
     bias_correction: every level adds a per-output-channel offset that cancels the mean output
         shift its 4-bit groups cause, measured on the calibration images. Added in version 3 (stored
         configs of version 2 load with it off, as they were measured).
+    keep_depthwise_int8: depthwise convs never go 4-bit and leave the MAC budget (their weights have
+        one channel per output, so extraction cannot narrow them; 9% of EfficientNet-Lite0's MACs).
+        Added in version 4 (older configs load with it off).
     """
 
     group_size: int = 8
@@ -83,6 +86,7 @@ class QuantConfig:
     budget: str = "global"
     activation_shift: str = "static"
     bias_correction: bool = False
+    keep_depthwise_int8: bool = False
 
     @staticmethod
     def upgrade(version: int, data: dict) -> dict:
@@ -91,6 +95,8 @@ class QuantConfig:
             data.setdefault("activation_shift", "static")
         if version == 2:
             data.setdefault("bias_correction", False)
+        if version == 3:
+            data.setdefault("keep_depthwise_int8", False)
         return data
 
     def __post_init__(self) -> None:
@@ -111,18 +117,21 @@ class QuantConfig:
             raise ValueError(f"activation_shift must be one of {ACTIVATION_SHIFT_MODES}, got {self.activation_shift!r}")
         if not isinstance(self.bias_correction, bool):
             raise ValueError(f"bias_correction must be true or false, got {self.bias_correction!r}")
+        if not isinstance(self.keep_depthwise_int8, bool):
+            raise ValueError(f"keep_depthwise_int8 must be true or false, got {self.keep_depthwise_int8!r}")
 
 
 # The quantization measured best on pretrained ImageNet models (docs/RESULTS.md, "Pretrained ImageNet
 # models"): the defaults of `select`, `evaluate`, `finetune`, `search` and the demo. `QuantConfig()`
 # itself stays method.md's baseline (group size 8, min/max, static shifts), which the ablation starts from.
-RECOMMENDED_QUANT = {"group_size": 1, "observer": "percentile", "activation_shift": "dynamic", "bias_correction": True}
+RECOMMENDED_QUANT = {"group_size": 1, "observer": "percentile", "activation_shift": "dynamic", "bias_correction": True,
+                     "keep_depthwise_int8": True}
 
-SEARCH_SPACE_KEYS = ("group_size", "activation_shift", "observer", "bias_correction", "population", "generations",
-                     "calibration", "islands", "finetune_epochs", "finetune_lr")
+SEARCH_SPACE_KEYS = ("group_size", "activation_shift", "observer", "bias_correction", "keep_depthwise_int8",
+                     "population", "generations", "calibration", "islands", "finetune_epochs", "finetune_lr")
 
 
-@versioned_config("SearchConfig", 2)
+@versioned_config("SearchConfig", 3)
 @dataclass(frozen=True)
 class SearchConfig:
     """One FlexiQ search study: what to search, how hard, where latency comes from.
@@ -153,6 +162,7 @@ class SearchConfig:
     activation_shift: str = RECOMMENDED_QUANT["activation_shift"]
     observer: str = RECOMMENDED_QUANT["observer"]
     bias_correction: bool = RECOMMENDED_QUANT["bias_correction"]
+    keep_depthwise_int8: bool = RECOMMENDED_QUANT["keep_depthwise_int8"]
     finetune_epochs: int = 0
     finetune_lr: float = 1e-4
     finetune_samples: int | None = 2000
@@ -161,18 +171,19 @@ class SearchConfig:
     @staticmethod
     def upgrade(version: int, data: dict) -> dict:
         """Version 2 added observer and bias_correction (and made the recommended settings the
-        defaults); stored version-1 configs keep what they ran with."""
+        defaults), version 3 keep_depthwise_int8; stored configs keep what they ran with."""
         if version == 1:
             data.setdefault("group_size", 8)
             data.setdefault("activation_shift", "static")
             data.setdefault("observer", "minmax")
             data.setdefault("bias_correction", False)
+        if version == 2:
+            data.setdefault("keep_depthwise_int8", False)
         return data
 
     def quant_config(self) -> QuantConfig:
         """The QuantConfig every trial of this config converts with."""
-        return QuantConfig(group_size=self.group_size, activation_shift=self.activation_shift, observer=self.observer,
-                           bias_correction=self.bias_correction)
+        return QuantConfig(**{key: getattr(self, key) for key in RECOMMENDED_QUANT})
 
     def __post_init__(self) -> None:
         from .selection.fitness import FITNESS_METRICS

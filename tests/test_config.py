@@ -9,7 +9,7 @@ def test_round_trip():
     config = QuantConfig(group_size=4, observer="percentile", extraction="naive", budget="per-layer",
                          activation_shift="dynamic")
     payload = config_to_dict(config)
-    assert payload["_type"] == "QuantConfig" and payload["_version"] == 3
+    assert payload["_type"] == "QuantConfig" and payload["_version"] == 4
     assert config_from_dict(payload) == config
 
 
@@ -18,12 +18,18 @@ def test_version_1_is_upgraded_with_static_activation_shifts():
     assert config_from_dict(stored) == QuantConfig(group_size=4, activation_shift="static")
 
 
+def test_version_3_is_upgraded_with_depthwise_convs_eligible():
+    stored = {"_type": "QuantConfig", "_version": 3, "_data": {"group_size": 4, "bias_correction": True}}
+    assert config_from_dict(stored) == QuantConfig(group_size=4, bias_correction=True, keep_depthwise_int8=False)
+
+
 def test_stored_search_configs_of_version_1_keep_the_quantization_they_ran_with():
     from flexiq_search.config import RECOMMENDED_QUANT, SearchConfig
 
     stored = {"_type": "SearchConfig", "_version": 1, "_data": {"model": "resnet20", "dataset": "digits"}}
     old = config_from_dict(stored)
-    assert (old.group_size, old.observer, old.activation_shift, old.bias_correction) == (8, "minmax", "static", False)
+    assert (old.group_size, old.observer, old.activation_shift, old.bias_correction, old.keep_depthwise_int8) == (
+        8, "minmax", "static", False, False)
     new = SearchConfig(model="resnet20", dataset="digits")
     assert new.quant_config() == QuantConfig(**RECOMMENDED_QUANT)
     assert config_from_dict(config_to_dict(new)) == new

@@ -112,6 +112,11 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
     return folded
 
 
+def is_depthwise(layer: nn.Module) -> bool:
+    """A conv with one input channel per group (MobileNet/EfficientNet's spatial convs)."""
+    return isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
+
+
 @torch.no_grad()
 def convert_model(model: nn.Module, calibration: Iterable[torch.Tensor], config: QuantConfig | None = None) -> nn.Module:
     """A calibrated, frozen FlexiQ copy of `model` (which is left untouched)."""
@@ -131,6 +136,8 @@ def convert_model(model: nn.Module, calibration: Iterable[torch.Tensor], config:
         kept_int8.add(order[0])
     if config.keep_last_int8:
         kept_int8.add(order[-1])
+    if config.keep_depthwise_int8:
+        kept_int8.update(name for name in order if is_depthwise(model.get_submodule(name)))
     for name in order:
         layer = model.get_submodule(name)
         mixed_type = MixedPrecisionConv2d if isinstance(layer, nn.Conv2d) else MixedPrecisionLinear

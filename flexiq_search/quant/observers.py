@@ -109,3 +109,39 @@ class PercentileObserver(ActivationObserver):
 
     def clip_value(self) -> float:
         return sum(self._clips) / len(self._clips)
+
+
+@register_observer("mse")
+class MSEObserver(ActivationObserver):
+    """Clip where the INT8 quantization error (rounding plus saturation) of the observed values is
+    smallest: searched over `candidates` clips between their 99th percentile and their maximum.
+
+    Values are kept as a seeded sample (`samples_per_batch` per batch), so memory stays bounded.
+    """
+
+    def __init__(self, candidates: int = 100, samples_per_batch: int = 1 << 18) -> None:
+        super().__init__()
+        if candidates < 2:
+            raise ValueError(f"candidates must be at least 2, got {candidates}")
+        self.candidates = candidates
+        self.samples_per_batch = samples_per_batch
+        self._samples: list[torch.Tensor] = []
+        self._generator = torch.Generator().manual_seed(0)
+
+    def _update_clip(self, x: torch.Tensor) -> None:
+        flat = x.abs().flatten()
+        if flat.numel() > self.samples_per_batch:
+            flat = flat[torch.randint(flat.numel(), (self.samples_per_batch,), generator=self._generator)]
+        self._samples.append(flat)
+
+    def clip_value(self) -> float:
+        values = torch.cat(self._samples).double()
+        top = float(self.channel_absmax.max())
+        if top <= 0:
+            return 0.0
+        high = int8_range(self.min_value < 0)[1]
+        low = min(float(torch.quantile(values[: 1 << 24].float(), 0.99)), top)
+        clips = torch.linspace(max(low, top / self.candidates), top, self.candidates, dtype=torch.float64)
+        errors = [float((values - (values / (c / high)).round().clamp(max=high) * (c / high)).square().mean())
+                  for c in clips]
+        return float(clips[min(range(len(errors)), key=errors.__getitem__)])

@@ -7,7 +7,7 @@ from torch import nn
 
 from flexiq_search.config import QuantConfig
 from flexiq_search.quant.arithmetic import im2col, mixed_accumulator
-from flexiq_search.quant.convert import convert_model, mac_share_4bit, mixed_layers, set_ratio
+from flexiq_search.quant.convert import convert_model, is_depthwise, mac_share_4bit, mixed_layers, set_ratio
 from flexiq_search.quant.modules import MixedPrecisionConv2d
 from flexiq_search.selection import apply_selection, create_strategy
 
@@ -222,3 +222,25 @@ def test_unknown_ratio_is_refused(converted):
         set_ratio(converted, 0.3)
     with pytest.raises(ValueError, match="outside|in \\[0, 1\\]"):
         set_ratio(converted, 1.5)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_depthwise_convs_stay_int8_only_when_asked(keep):
+    """keep_depthwise_int8: depthwise convs are ineligible (never 4-bit, outside the MAC budget);
+    the grouped-but-not-depthwise conv and the dense convs stay eligible either way."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),  # depthwise
+        nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.ReLU(),  # grouped, not depthwise
+        nn.Conv2d(8, 16, 1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    images = torch.randn(8, 3, 8, 8)
+    qmodel = convert_model(model, [images], QuantConfig(group_size=1, keep_depthwise_int8=keep))
+    layers = mixed_layers(qmodel)
+    assert [is_depthwise(model.get_submodule(name)) for name in layers] == [False, True, False, False, False]
+    assert layers["2"].eligible is (not keep) and layers["4"].eligible and layers["6"].eligible
+    apply_selection(qmodel, create_strategy("range").select(qmodel, [0.5, 1.0], images))
+    set_ratio(qmodel, 1.0)
+    assert bool(layers["2"].low_bit_groups().any()) is (not keep)
+    assert mac_share_4bit(qmodel) == 1.0

@@ -28,3 +28,26 @@ def test_percentile_clips_rare_outliers():
         obs.update(x, channel_dim=1)
     assert minmax.params().scale == 1000.0 / 127
     assert pct.params().scale < 5.0 / 127
+
+
+def test_mse_clip_saturates_a_heavy_tail_where_that_lowers_the_error():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 64, 64) ** 3  # heavy-tailed: a few large values stretch min/max steps
+    obs = create_observer("mse")
+    obs.update(x, channel_dim=1)
+    top = float(x.abs().max())
+    clip = obs.params().scale * 127
+    assert clip < 0.95 * top
+
+    def error(clip_value):
+        step = clip_value / 127
+        return float((x - (x / step).round().clamp(-127, 127) * step).square().mean())
+
+    assert error(clip) < error(top) and error(clip) <= error(clip * 0.8) and error(clip) <= error(clip * 1.2)
+
+
+def test_mse_clip_of_values_without_outliers_is_near_their_maximum():
+    x = torch.rand(1, 2, 100, 100)  # uniform [0, 1): nothing worth saturating
+    obs = create_observer("mse")
+    obs.update(x, channel_dim=1)
+    assert not obs.params().signed and obs.params().scale * 255 > 0.97
