@@ -155,7 +155,7 @@ def run_row(fold: Fold, quant: QuantConfig, method: str, options: dict, levels: 
     quant_data = config_to_dict(quant)["_data"]
     kl = FitnessEvaluator(qmodel, validation, metric="kl", cache_bytes=0)
     row = {"quant": quant_data, "top1": {}, "kl_validation": {}, "mac_share": {}, "selection_seconds": seconds,
-           "provenance": {k: v for k, v in selection.provenance.items() if k != "timing"},
+           "provenance": selection.provenance,
            "selection": pack(selection.to_json())}
     for ratio in levels:
         set_ratio(qmodel, ratio)
@@ -243,6 +243,19 @@ def fmt(value, digits=2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def search_cost(fold: str, row: dict) -> str:
+    """Where a search's time went, from the provenance its selection carries."""
+    provenance = json.loads(unpack(row["selection"]))["provenance"]
+    timing, seconds = provenance.get("timing", {}), row["selection_seconds"]
+    candidates = provenance["candidates_scored"]
+    forward = timing.get("forward_seconds", 0.0)
+    return (f"fold {fold}: {candidates} candidates in {seconds:.0f} s ({candidates / seconds:.3f}/s), "
+            f"{100 * forward / seconds:.0f}% in candidate forwards, the rest seeding (greedy errors), "
+            f"validation and bookkeeping; {provenance['layer_computes']} of {provenance['layer_calls']} "
+            f"layer calls computed (the rest replayed from the prefix cache); generations run per level "
+            f"{provenance['generations_run']}")
+
+
 def render(state: dict) -> str:
     lines = [
         "## Pretrained ImageNet models: methods side by side (the paper's Tables 2 and 7)",
@@ -281,6 +294,9 @@ def render(state: dict) -> str:
             seconds = "/".join(f"{r[row]['selection_seconds']:.0f}" for r in per_fold.values())
             lines.append(f"| {row} | {fmt(int8)} | " + " | ".join(fmt(v) for v in top1) +
                          f" | {fmt(int8 - top1[1])} | " + "/".join(f"{v:.3g}" for v in kl) + f" | {seconds} |")
+        if all(is_current(r, "evolution") for r in per_fold.values()):
+            lines += ["", "Evolution cost per fold: " + "; ".join(
+                search_cost(fold, r["evolution"]) for fold, r in sorted(per_fold.items())) + "."]
         ablation = [a for a in ABLATION if all(is_current(r, f"ablation:{a}") for r in per_fold.values())]
         if ablation:
             lines += ["", f"Ablation at 75% 4-bit ({model}, cumulative, the paper's Table 7):", "",

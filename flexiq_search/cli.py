@@ -235,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("generations", "population", "islands", "workers", "trials", "calibration", "eval-samples"):
         search.add_argument(f"--{flag}", type=int, default=None)
     search.add_argument("--seed", type=int, default=None)
+    search.add_argument("--calibration-data", default=None,
+                        help="calibrate on this dataset spec (e.g. imagefolder:UNLABELLED_DIR); all of --dataset is scored")
+    search.add_argument("--calibration-share", type=share, default=None,
+                        help="share of a single image folder held out for calibration (default 0.2); never scored")
     search.add_argument("--db", default=None, help="SQLAlchemy URL (default: $FLEXIQ_DB or a SQLite file in the data folder)")
     search.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     search.add_argument("--no-ray", action="store_true", help="run everything in this process")
@@ -542,7 +546,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     overrides = {key: getattr(args, key) for key in ("model", "checkpoint", "dataset", "name", "backends", "ratios",
                                                       "generations", "population", "islands", "workers", "trials",
-                                                      "calibration", "eval_samples", "seed")}
+                                                      "calibration", "eval_samples", "seed", "calibration_data",
+                                                      "calibration_share")}
     url = args.db or default_db_url()
     if args.schedule_run is None:
         if overrides["ratios"] is not None:

@@ -157,6 +157,8 @@ class SearchConfig:
     generations: int = 8
     metric: str = "kl"  # measured to track accuracy better than logit MSE (docs/RESULTS.md)
     calibration: int = 256
+    calibration_data: str | None = None  # a dataset spec to calibrate on; else the dataset's own calibration split
+    calibration_share: float = 0.2  # of a single image folder, held out (seeded) to calibrate and never scored
     eval_samples: int | None = 2000
     group_size: int = RECOMMENDED_QUANT["group_size"]
     activation_shift: str = RECOMMENDED_QUANT["activation_shift"]
@@ -171,7 +173,8 @@ class SearchConfig:
     @staticmethod
     def upgrade(version: int, data: dict) -> dict:
         """Version 2 added observer and bias_correction (and made the recommended settings the
-        defaults), version 3 keep_depthwise_int8; stored configs keep what they ran with."""
+        defaults), version 3 keep_depthwise_int8 (and calibration_data / calibration_share, whose
+        defaults are what older versions did); stored configs keep what they ran with."""
         if version == 1:
             data.setdefault("group_size", 8)
             data.setdefault("activation_shift", "static")
@@ -205,6 +208,8 @@ class SearchConfig:
             raise ValueError("backends must name at least one latency backend")
         if not self.ratios or any(not isinstance(r, (int, float)) or not 0 < r <= 1 for r in self.ratios):
             raise ValueError(f"ratios must be numbers in (0, 1], got {list(self.ratios)}")
+        if not isinstance(self.calibration_share, (int, float)) or not 0 < self.calibration_share < 1:
+            raise ValueError(f"calibration_share must be in (0, 1), got {self.calibration_share!r}")
         if self.metric not in FITNESS_METRICS:
             raise ValueError(f"metric must be one of {FITNESS_METRICS}, got {self.metric!r}")
         self.quant_config()  # validates the quantization keys

@@ -84,6 +84,8 @@ def check_search_inputs(config: SearchConfig) -> None:
 
     entry = get_model_entry(config.model)
     parse_dataset_spec(config.dataset)
+    if config.calibration_data:
+        parse_dataset_spec(config.calibration_data)
     for backend in config.backends:
         create_backend(backend)  # unknown: FlexiqError; cannot run here: BackendUnavailable
     if config.checkpoint and not os.path.isfile(config.checkpoint):
@@ -131,7 +133,9 @@ class SearchRunner:
                 study = optuna.create_study(study_name=f"flexiq:{config.study_name}", storage=self.storage_url,
                                             directions=["maximize", "minimize"], load_if_exists=True,
                                             sampler=optuna.samplers.NSGAIISampler(seed=config.seed))
-            prepared = prepare_model(config.model, config.dataset, config.checkpoint)
+            prepared = prepare_model(config.model, config.dataset, config.checkpoint,
+                                     calibration_data=config.calibration_data,
+                                     calibration_share=config.calibration_share)
             trials = {t["number"]: t for t in self.repo.list_trials(study_id)}
             for number in range(config.trials):
                 known = trials.get(number)

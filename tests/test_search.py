@@ -39,7 +39,8 @@ def test_a_study_with_two_optuna_trials_stores_its_front(checkpoint, tmp_path, c
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
     config = tmp_path / "space.yaml"
-    config.write_text("group_size: 8\nactivation_shift: static\nsearch_space:\n  group_size: [4, 8]\n"
+    config.write_text("group_size: 8\nactivation_shift: static\ncalibration_data: digits\n"
+                      "search_space:\n  group_size: [4, 8]\n"
                       "  activation_shift: [static, dynamic]\n")
     assert main([*SEARCH, "--config", str(config), "--checkpoint", checkpoint, "--generations", "2", "--trials", "2",
                  "--name", "two", "--db", url]) == 0
@@ -64,6 +65,8 @@ def test_a_study_with_two_optuna_trials_stores_its_front(checkpoint, tmp_path, c
     assert set(params[1]) == {"group_size", "activation_shift"}
     (job,) = sqlite3.connect(db).execute("SELECT submission_id, status, heartbeat FROM flexiq_jobs").fetchall()
     assert job[0].startswith("local-") and job[1] == "succeeded" and job[2]
+    (stored,) = [json.loads(row[0]) for row in sqlite3.connect(db).execute("SELECT config_json FROM flexiq_studies")]
+    assert stored["_data"]["calibration_data"] == "digits", "the study records where it calibrated"
 
 
 def test_a_killed_driver_resumes_without_losing_or_duplicating_rows(checkpoint, tmp_path):
@@ -120,6 +123,8 @@ def _selection_layers(db) -> dict:
     ("model: resnet9000\ndataset: digits\n", "unknown model"),
     ("model: resnet20\ndataset: digits\npopulation: 0\n", "population must be a positive integer"),
     ("model: resnet20\ndataset: digits\nbackends: [tpu]\n", "unknown latency backend"),
+    ("model: resnet20\ndataset: digits\ncalibration_data: mnist-ish\n", "unknown dataset"),
+    ("model: resnet20\ndataset: digits\ncalibration_share: 1.5\n", "calibration_share must be in (0, 1)"),
     ("model: resnet20\ndataset: digits\n", "no offline pretrained weights for 'resnet20'"),
     ("model: resnet20\ndataset: digits\ncheckpoint: /nonexistent/r20.pt\n", "checkpoint /nonexistent/r20.pt does not"),
 ])
