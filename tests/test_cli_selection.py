@@ -34,7 +34,9 @@ def test_select_json_contract(evolved):
     assert isinstance(report["seconds"], float) and report["evaluations"] > 0
     assert [level["ratio"] for level in report["levels"]] == [0.25, 0.5, 0.75, 1.0]
     fitness = [level["fitness"] for level in report["levels"]]
-    assert fitness == sorted(fitness) and fitness[0] > 0, "more 4-bit, further from INT8"
+    # Levels are nested, but KL need not grow with every step (errors can cancel, and each winner is
+    # chosen on the validation images, not the ones scored here); all-4-bit is the farthest.
+    assert 0 < fitness[0] < fitness[-1] and max(fitness) == fitness[-1], "more 4-bit, further from INT8"
     assert report["levels"][-1]["mac_share_4bit"] == 1.0
     stored = json.loads(path.read_text())
     assert stored["format"] == "flexiq-selection" and stored["group_size"] == 4

@@ -47,7 +47,7 @@ def test_bad_payloads_are_refused(payload, message):
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"group_size": 0}, {"observer": "mse"}, {"extraction": "top"}, {"budget": "local"}, {"percentile": 0},
+    {"group_size": 0}, {"observer": "kmeans"}, {"extraction": "top"}, {"budget": "local"}, {"percentile": 0},
     {"activation_shift": "live"},
 ])
 def test_validation(kwargs):
