@@ -214,6 +214,12 @@ def set_ratio(model: nn.Module, ratio: float) -> None:
         layer.set_ratio(ratio)
 
 
+def restore_calibrated_shifts(model: nn.Module) -> None:
+    """Undo the extraction shifts a selection installed (e.g. uniform INT4's naive ones)."""
+    for layer in mixed_layers(model).values():
+        layer.restore_calibrated_shifts()
+
+
 def mac_share_4bit(model: nn.Module) -> float:
     """Share of the eligible layers' MACs that run in 4-bit at the current ratio."""
     low = total = 0.0

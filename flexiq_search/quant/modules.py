@@ -97,6 +97,11 @@ class MixedPrecisionLayer(nn.Module):
         self.group_bias_shift: torch.Tensor | None = None
         self._bias_shift_sum: torch.Tensor | None = None
         self._bias_shift_count = 0
+        # The extraction and shifts calibration chose (set by `freeze`): a selection that installed
+        # others (uniform INT4's naive ones) must not leak into the next selection made on the
+        # model, and the bias measurement above only holds while they are the ones installed.
+        self._calibrated_shifts: tuple[str, torch.Tensor, torch.Tensor] | None = None
+        self._shifts_are_calibrated = True
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The selection's buffers are sized by its level count: adopt the stored sizes.
@@ -177,6 +182,7 @@ class MixedPrecisionLayer(nn.Module):
         act_group_max = torch.zeros(self.n_groups, dtype=torch.int32)
         act_group_max.scatter_reduce_(0, self.channel_group, channel_max_code.to(torch.int32), reduce="amax")
         self.act_shift.copy_(extraction_shift(act_group_max, params.signed, self.extraction).to(torch.uint8))
+        self._calibrated_shifts = (self.extraction, self.act_shift.clone(), self.weight_shift.clone())
 
         self.exact_float32.fill_(self.accumulator_bound() < FLOAT32_EXACT_LIMIT)
         self._finish_freeze()
@@ -343,7 +349,7 @@ class MixedPrecisionLayer(nn.Module):
 
     def _offset_for(self, low: torch.Tensor) -> torch.Tensor | None:
         """The bias offset that cancels the mean shift of running the groups in `low` in 4-bit."""
-        if self.group_bias_shift is None:
+        if self.group_bias_shift is None or not self._shifts_are_calibrated:
             return None
         return -(low.double() @ self.group_bias_shift).float()
 
@@ -415,10 +421,11 @@ class MixedPrecisionLayer(nn.Module):
         self.group_rank = torch.empty_like(order_t).scatter_(0, order_t, torch.arange(self.n_groups))
         self.level_ratios = torch.tensor(ratios, dtype=torch.float64)
         self.level_boundaries = torch.tensor(boundaries, dtype=torch.int64)
-        if self.group_bias_shift is not None:
+        if self.group_bias_shift is not None and self._shifts_are_calibrated:
             self.level_bias = torch.cat([self._offset_for(self.group_rank < b) for b in boundaries]) \
                 if boundaries else torch.zeros(0)
-        elif self.level_bias.numel() != len(boundaries) * self.out_channels:  # no measurement, no loaded offsets
+        elif self.group_bias_shift is not None or self.level_bias.numel() != len(boundaries) * self.out_channels:
+            # foreign shifts (the measurement does not hold), or no measurement and no loaded offsets
             self.level_bias = torch.zeros(0)
         self.boundary = 0
         self.bias_offset = None
@@ -439,6 +446,15 @@ class MixedPrecisionLayer(nn.Module):
         self.act_shift.copy_(act_shift)
         self.weight_shift.copy_(weight_shift)
         self.exact_float32.fill_(self.accumulator_bound() < FLOAT32_EXACT_LIMIT)
+        calibrated = self._calibrated_shifts
+        self._shifts_are_calibrated = calibrated is None or (
+            extraction == calibrated[0] and torch.equal(act_shift, calibrated[1])
+            and torch.equal(weight_shift, calibrated[2]))
+
+    def restore_calibrated_shifts(self) -> None:
+        """Reinstall the extraction and shifts calibration chose (no-op on a loaded model)."""
+        if self._calibrated_shifts is not None and not self._shifts_are_calibrated:
+            self.install_shifts(*self._calibrated_shifts)
 
     def set_ratio(self, ratio: float) -> None:
         """Select a stored ratio level: moves one boundary index, nothing else."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import BUDGET_MODES
 from ..errors import FlexiqError
-from ..quant.convert import mixed_layers
+from ..quant.convert import mixed_layers, restore_calibrated_shifts
 from ..registry import Registry
 
 SELECTION_FORMAT = "flexiq-selection"
@@ -95,7 +95,7 @@ def apply_selection(model: nn.Module, selection: Selection) -> None:
     for name, layer in layers.items():
         chosen = selection.layers[name]
         try:
-            layer.apply_selection(chosen.order, chosen.boundaries, list(selection.levels))
+            # Shifts first: the level bias offsets hold only for the shifts calibration measured them with.
             if chosen.act_shift is not None and chosen.weight_shift is not None:
                 weight_shift = torch.frombuffer(bytearray(base64.b64decode(chosen.weight_shift)), dtype=torch.uint8)
                 if weight_shift.numel() != layer.weight_shift.numel():
@@ -103,6 +103,9 @@ def apply_selection(model: nn.Module, selection: Selection) -> None:
                 layer.install_shifts(selection.extraction or layer.extraction,
                                      torch.tensor(chosen.act_shift, dtype=torch.uint8),
                                      weight_shift.view_as(layer.weight_shift))
+            else:
+                layer.restore_calibrated_shifts()
+            layer.apply_selection(chosen.order, chosen.boundaries, list(selection.levels))
         except ValueError as exc:
             raise FlexiqError(f"selection does not fit layer {name}: {exc}") from None
 
@@ -190,8 +193,15 @@ class SelectionStrategy(abc.ABC):
         self.budget = budget
         self.seed = seed
 
+    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None,
+               **options) -> Selection:
+        """Choose on the shifts calibration set: foreign ones an earlier selection installed (uniform
+        INT4's naive extraction) are undone first, so a strategy never scores another's operands."""
+        restore_calibrated_shifts(model)
+        return self._select(model, levels, images, **options)
+
     @abc.abstractmethod
-    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
+    def _select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
         ...
 
     def _require_images(self, images: torch.Tensor | None) -> torch.Tensor:

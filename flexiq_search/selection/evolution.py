@@ -182,7 +182,7 @@ class EvolutionarySelection(SelectionStrategy):
         split_validation(torch.zeros(4), validation_share)  # validates the share
         self.validation_share = validation_share
 
-    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None, *,
+    def _select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None, *,
                validation_images: torch.Tensor | None = None, evaluate_batch: BatchEvaluator | None = None,
                resume: dict | None = None, on_generation: Callable[[dict], None] | None = None) -> Selection:
         """`images` score candidates; winners are chosen on `validation_images`. Without them, the

@@ -54,7 +54,7 @@ class GreedyErrorSelection(SelectionStrategy):
 
     needs_images = True
 
-    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
+    def _select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
         errors = layer_output_errors(model, self._require_images(images))
         return selection_from_scores(model, errors, levels, method=self.name, budget=self.budget,
                                      provenance={"calibration": len(images)})

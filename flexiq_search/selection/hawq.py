@@ -67,7 +67,7 @@ class HawqSelection(SelectionStrategy):
             raise FlexiqError("hawq assigns whole layers to 4-bit: it needs the global budget")
         self.probes = probes
 
-    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
+    def _select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
         images = self._require_images(images)
         levels = validate_levels(levels)
         layers = mixed_layers(model, eligible_only=True)

@@ -15,7 +15,7 @@ from .base import Selection, SelectionStrategy, register_strategy, selection_fro
 class RandomSelection(SelectionStrategy):
     """Groups in a seeded random order."""
 
-    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
+    def _select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
         generator = torch.Generator().manual_seed(self.seed)
         layers = mixed_layers(model, eligible_only=True)
         # harm per MAC is what gets ranked: uniform random harm per MAC is a uniform random order

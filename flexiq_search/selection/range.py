@@ -46,6 +46,6 @@ class RangeSelection(SelectionStrategy):
     Deterministic: the seed is accepted for the common strategy interface and not used.
     """
 
-    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
+    def _select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
         scores = {name: range_noise(layer) for name, layer in mixed_layers(model, eligible_only=True).items()}
         return selection_from_scores(model, scores, levels, method=self.name, budget=self.budget)

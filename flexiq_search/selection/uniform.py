@@ -24,7 +24,7 @@ NAIVE_SHIFT = HIGH_BITS - LOW_BITS
 class UniformInt4Selection(SelectionStrategy):
     """Index-order groups, the same share in every layer, naive top-4-bit extraction."""
 
-    def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
+    def _select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None) -> Selection:
         layers = mixed_layers(model, eligible_only=True)
         # Harm per MAC = the group's position within its layer (as a fraction): a global ranking by it
         # fills every layer at the same pace, so the global budget is also uniform per layer.

@@ -101,3 +101,32 @@ def test_offsets_are_exact_for_depthwise_grouped_strided_and_same_padded_convs(a
         scale = float((layer.act_scale * layer.weight_scale).max())
         assert shift.abs().max() < 1e-4 * scale + 1e-6, name
         assert (shift - offset.double()).abs().max() > 0, name
+
+
+def test_a_uniform_int4_selection_leaves_nothing_behind_for_the_next_one(trained_resnet20, digits_batches):
+    """Uniform INT4 installs naive shifts; a strategy run later on the same model must score, record
+    and correct with the calibrated shifts, exactly as on a fresh model (a benchmark once reused one
+    converted model per fold and every row after uniform INT4 silently ran naive extraction)."""
+    quant = QuantConfig(bias_correction=True, group_size=4, activation_shift="dynamic")
+    fresh = convert_model(trained_resnet20, digits_batches, quant)
+    reused = convert_model(trained_resnet20, digits_batches, quant)
+    images = torch.cat(digits_batches)[:64]
+
+    uniform = create_strategy("uniform-int4").select(reused, LEVELS)
+    apply_selection(reused, uniform)
+    layers = mixed_layers(reused, eligible_only=True).values()
+    assert all(layer.extraction == "naive" for layer in layers)
+    assert all(layer.level_bias.numel() == 0 for layer in layers), "offsets measured for other shifts"
+
+    expected = create_strategy("greedy-error").select(fresh, LEVELS, images)
+    again = create_strategy("greedy-error").select(reused, LEVELS, images)
+    assert again.extraction == "shift" and again.layers == expected.layers
+    apply_selection(fresh, expected)
+    apply_selection(reused, again)
+    with torch.no_grad():
+        for ratio in LEVELS:
+            set_ratio(fresh, ratio)
+            set_ratio(reused, ratio)
+            assert torch.equal(fresh(images), reused(images)), ratio
+    set_ratio(reused, 1.0)
+    assert all(layer.bias_offset is not None for layer in mixed_layers(reused, eligible_only=True).values())
