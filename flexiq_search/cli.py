@@ -92,9 +92,14 @@ def quant_config(args: argparse.Namespace, selection=None):
                        keep_first_int8=not args.int4_first_last, keep_last_int8=not args.int4_first_last)
 
 
+MODEL_HELP = "a registered name (flexiq models), any timm architecture, or your code as package.module:factory"
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--checkpoint", default=None, help="flexiq checkpoint; without it, offline pretrained weights")
+    parser.add_argument("--weights", default=None,
+                        help="the model's weights: a safetensors file or a state dict (read with weights_only=True)")
     parser.add_argument("--dataset", required=True, help="digits, fashion-mnist or imagefolder:PATH")
     parser.add_argument("--calibration", type=positive_int, default=None,
                         help="calibration samples (default 512, or what the selection was made with)")
@@ -217,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--json", action="store_true")
     add_quant_options(latency)
 
-    sub.add_parser("models", help="list registered models")
+    sub.add_parser("models", help="the curated models, and what else --model accepts")
 
     demo = sub.add_parser("demo", help="the main job on the embedded default: train (or reuse), then a search study")
     demo.add_argument("--epochs", type=positive_int, default=3)
@@ -347,7 +352,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     selection = load_selection(args)
     quant = quant_config(args, selection)
-    prepared = prepare_model(args.model, args.dataset, args.checkpoint, **data_options(args))
+    prepared = prepare_model(args.model, args.dataset, args.checkpoint, weights=args.weights, **data_options(args))
     report = evaluate_ratios(prepared, args.ratios, calibration=calibration_size(args, selection),
                              samples=args.samples, quant=quant, method=args.method, selection=selection,
                              batch_size=args.batch_size)
@@ -362,7 +367,7 @@ def converted_with_images(args: argparse.Namespace, selection=None):
     from .quant.convert import convert_model
 
     quant = quant_config(args, selection)
-    prepared = prepare_model(args.model, args.dataset, args.checkpoint, **data_options(args))
+    prepared = prepare_model(args.model, args.dataset, args.checkpoint, weights=args.weights, **data_options(args))
     if prepared.quantized is not None:
         raise FlexiqError(f"{args.checkpoint} is already quantized; pass the FP32 checkpoint")
     batches = calibration_batches(prepared.bundle, calibration_size(args, selection))
@@ -502,11 +507,16 @@ def cmd_latency(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
+    """The curated registry (tested settings, offline weights), and what else `--model` takes."""
     from .models import get_model_entry, list_models
 
+    print(f"{'name':<20}{'family':<8}{'pretrained weights':<34}description")
     for name in list_models():
         entry = get_model_entry(name)
-        print(f"{name:<20}{entry.family:<6}{entry.description}")
+        print(f"{name:<20}{entry.family:<8}{entry.pretrained_source or '-':<34}{entry.description}")
+    print("\nAlso accepted by --model: any timm architecture (e.g. resnet34; weights from --weights PATH or the "
+          "local timm/Hugging Face cache) and your own code as package.module:factory (imported from the working "
+          "directory or PYTHONPATH; the factory may take num_classes, in_chans, pretrained).")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -53,16 +53,20 @@ def load_data(dataset: str, model: nn.Module, *, calibration_data: str | None = 
     return bundle
 
 
-def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None, **data_options) -> PreparedModel:
-    """The FP32 model (from a checkpoint, or offline pretrained weights) and its dataset (`load_data`)."""
+def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None, *, weights: str | None = None,
+                  **data_options) -> PreparedModel:
+    """The FP32 model (from a checkpoint, `weights`, or offline pretrained weights) and its dataset
+    (`load_data`)."""
     from .finetune import QUANTIZED_FORMAT, is_quantized_checkpoint, load_quantized_checkpoint
 
     get_model_entry(model_name)  # unknown names fail before any data or weights are read
     parse_dataset_spec(dataset)
     if data_options.get("calibration_data"):
         parse_dataset_spec(data_options["calibration_data"])
+    if checkpoint and weights:
+        raise FlexiqError("give --checkpoint or --weights, not both")
     if not checkpoint:
-        model = create_model(model_name, pretrained=True).eval()
+        model = create_model(model_name, pretrained=True, weights=weights).eval()
         return PreparedModel(model_name, model, load_data(dataset, model, **data_options), model_kwargs={})
     payload = read_checkpoint(checkpoint, formats=(CHECKPOINT_FORMAT, QUANTIZED_FORMAT))
     check_model_name(checkpoint, payload, model_name)

@@ -19,6 +19,8 @@ class ModelEntry:
 
     family: "cnn" or "vit" (ViTs need a fixed image size, given as `img_size`).
     pretrained_source: where offline pretrained weights come from, or None.
+    source: "registry" (curated here), "timm" (any timm architecture) or "import" (user code,
+    `package.module:factory`).
     """
 
     name: str
@@ -26,6 +28,7 @@ class ModelEntry:
     family: str
     description: str
     pretrained_source: str | None = None
+    source: str = "registry"
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -49,18 +52,34 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    try:
+    """The registry's entry, else user code (`package.module:factory`), else a timm architecture."""
+    from . import sources
+
+    if name in _MODELS:
         return _MODELS[name]
-    except KeyError:
-        raise FlexiqError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+    if sources.is_import_path(name):
+        return ModelEntry(name, sources.user_factory(name), "cnn", sources.USER_CODE, sources.USER_CODE, "import")
+    if sources.is_timm_model(name):
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name)
+        family = "vit" if cfg is not None and cfg.fixed_input_size else "cnn"
+        return ModelEntry(name, sources.timm_factory(name), family, f"timm {name}", sources.TIMM_CACHE, "timm")
+    raise FlexiqError(f"unknown model {name!r}: not registered ({', '.join(list_models())}), not a timm "
+                      f"architecture, not package.module:factory")
 
 
-def create_model(name: str, *, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a registered model; `None` kwargs are dropped so the factory's defaults hold."""
+def create_model(name: str, *, pretrained: bool = False, weights: str | None = None, **kwargs) -> nn.Module:
+    """Build a model by its source (`get_model_entry`); `None` kwargs are dropped so the factory's
+    defaults hold. `weights` (a safetensors file or a state dict) replaces pretrained weights."""
+    from .sources import load_weights
+
     entry = get_model_entry(name)
-    if pretrained and entry.pretrained_source is None:
+    if pretrained and not weights and entry.pretrained_source is None:
         raise FlexiqError(f"no offline pretrained weights for {name!r}; train one or pass --checkpoint")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    model = entry.factory(pretrained=pretrained, **kwargs)
+    model = entry.factory(pretrained=pretrained and not weights, **kwargs)
+    if weights:
+        load_weights(model, weights, name)
     model.flexiq_model_name = name
     return model
