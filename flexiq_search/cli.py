@@ -53,12 +53,11 @@ def positive_int(text: str) -> int:
 def add_quant_options(parser: argparse.ArgumentParser) -> None:
     """Quantization flags; unset ones take the recommended settings (config.RECOMMENDED_QUANT)."""
     from .config import RECOMMENDED_QUANT
-    from .quant.observers import OBSERVERS
 
     parser.add_argument("--group-size", type=positive_int, default=None,
                         help=f"input channels per precision group (default {RECOMMENDED_QUANT['group_size']})")
-    parser.add_argument("--observer", choices=OBSERVERS.names(), default=None,
-                        help=f"activation calibration (default {RECOMMENDED_QUANT['observer']})")
+    parser.add_argument("--observer", default=None,  # checked by QuantConfig against the observer registry
+                        help=f"activation calibration: minmax, percentile, mse (default {RECOMMENDED_QUANT['observer']})")
     parser.add_argument("--extraction", choices=["shift", "naive"], default="shift",
                         help="skip unused high bits (FlexiQ) or always take the top 4 bits")
     parser.add_argument("--budget", choices=["global", "per-layer"], default="global",
@@ -233,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--config", default=None, help="YAML file with SearchConfig keys (flags override it)")
     search.add_argument("--model", default=None)
     search.add_argument("--checkpoint", default=None)
+    search.add_argument("--weights", default=None, help="the model's weights (safetensors or a state dict)")
     search.add_argument("--dataset", default=None)
     search.add_argument("--name", default=None, help="study name (default <model>-<dataset>-seed<seed>)")
     search.add_argument("--backends", default=None, help="comma-separated latency backends, e.g. npu-sim,cpu")
@@ -554,8 +554,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     from .search import check_search_inputs, load_search_config
     from .store import Repository, default_db_url
 
-    overrides = {key: getattr(args, key) for key in ("model", "checkpoint", "dataset", "name", "backends", "ratios",
-                                                      "generations", "population", "islands", "workers", "trials",
+    overrides = {key: getattr(args, key) for key in ("model", "checkpoint", "weights", "dataset", "name", "backends",
+                                                      "ratios", "generations", "population", "islands", "workers", "trials",
                                                       "calibration", "eval_samples", "seed", "calibration_data",
                                                       "calibration_share")}
     url = args.db or default_db_url()

@@ -131,7 +131,7 @@ SEARCH_SPACE_KEYS = ("group_size", "activation_shift", "observer", "bias_correct
                      "population", "generations", "calibration", "islands", "finetune_epochs", "finetune_lr")
 
 
-@versioned_config("SearchConfig", 3)
+@versioned_config("SearchConfig", 4)
 @dataclass(frozen=True)
 class SearchConfig:
     """One FlexiQ search study: what to search, how hard, where latency comes from.
@@ -145,6 +145,7 @@ class SearchConfig:
     model: str
     dataset: str
     checkpoint: str | None = None
+    weights: str | None = None  # the model's weights file (safetensors or a state dict); else pretrained / cache
     name: str | None = None  # study name; default "<model>-<dataset>-seed<seed>"
     backends: tuple[str, ...] = ("npu-sim",)
     ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
@@ -174,7 +175,8 @@ class SearchConfig:
     def upgrade(version: int, data: dict) -> dict:
         """Version 2 added observer and bias_correction (and made the recommended settings the
         defaults), version 3 keep_depthwise_int8 (and calibration_data / calibration_share, whose
-        defaults are what older versions did); stored configs keep what they ran with."""
+        defaults are what older versions did), version 4 weights (any model source: a timm name or
+        package.module:factory; None is what older versions did); stored configs keep what they ran with."""
         if version == 1:
             data.setdefault("group_size", 8)
             data.setdefault("activation_shift", "static")

@@ -88,10 +88,18 @@ def check_search_inputs(config: SearchConfig) -> None:
         parse_dataset_spec(config.calibration_data)
     for backend in config.backends:
         create_backend(backend)  # unknown: FlexiqError; cannot run here: BackendUnavailable
-    if config.checkpoint and not os.path.isfile(config.checkpoint):
-        raise FlexiqError(f"checkpoint {config.checkpoint} does not exist")
-    if not config.checkpoint and entry.pretrained_source is None:
-        raise FlexiqError(f"no offline pretrained weights for {config.model!r}; train one and give its checkpoint")
+    if config.checkpoint and config.weights:
+        raise FlexiqError("give checkpoint or weights, not both")
+    for kind, path in (("checkpoint", config.checkpoint), ("weights", config.weights)):
+        if path and not os.path.isfile(path):
+            raise FlexiqError(f"{kind} {path} does not exist")
+    if not config.checkpoint and not config.weights:
+        from .models.sources import cached_timm_weights
+
+        if entry.pretrained_source is None:
+            raise FlexiqError(f"no offline pretrained weights for {config.model!r}; train one and give its checkpoint")
+        if entry.source == "timm" and cached_timm_weights(config.model) is None:
+            raise FlexiqError(f"no weights for timm model {config.model!r} in the local cache; give weights (--weights)")
 
 
 class SearchRunner:
@@ -133,7 +141,7 @@ class SearchRunner:
                 study = optuna.create_study(study_name=f"flexiq:{config.study_name}", storage=self.storage_url,
                                             directions=["maximize", "minimize"], load_if_exists=True,
                                             sampler=optuna.samplers.NSGAIISampler(seed=config.seed))
-            prepared = prepare_model(config.model, config.dataset, config.checkpoint,
+            prepared = prepare_model(config.model, config.dataset, config.checkpoint, weights=config.weights,
                                      calibration_data=config.calibration_data,
                                      calibration_share=config.calibration_share)
             trials = {t["number"]: t for t in self.repo.list_trials(study_id)}

@@ -97,3 +97,14 @@ def run_cli_env(extra_env, *args):
     env = dict(os.environ, HF_HUB_OFFLINE="1", **extra_env)
     return subprocess.run([sys.executable, "-m", "flexiq_search.cli", *args], capture_output=True, text=True,
                           env=env, timeout=600)
+
+
+def test_quant_flags_name_every_registered_observer_and_refuse_others():
+    """--observer's help names the registry's observers (the parser does not import torch for them)."""
+    from flexiq_search.quant.observers import OBSERVERS
+
+    help_text = " ".join(run_cli("evaluate", "--help").stdout.split())
+    assert all(name in help_text for name in OBSERVERS.names())
+    result = run_cli("evaluate", "--model", "resnet20", "--dataset", "digits", "--observer", "kmeans")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"flexiq: error: unknown observer 'kmeans'; known: {', '.join(sorted(OBSERVERS))}"]

@@ -127,6 +127,9 @@ def _selection_layers(db) -> dict:
     ("model: resnet20\ndataset: digits\ncalibration_share: 1.5\n", "calibration_share must be in (0, 1)"),
     ("model: resnet20\ndataset: digits\n", "no offline pretrained weights for 'resnet20'"),
     ("model: resnet20\ndataset: digits\ncheckpoint: /nonexistent/r20.pt\n", "checkpoint /nonexistent/r20.pt does not"),
+    ("model: resnet34\ndataset: digits\n", "no weights for timm model 'resnet34' in the local cache"),
+    ("model: resnet34\ndataset: digits\nweights: /nonexistent/r34.safetensors\n", "weights /nonexistent/r34"),
+    ("model: nosuchpackage.nets:build\ndataset: digits\n", "cannot import nosuchpackage.nets"),
 ])
 def test_bad_configs_fail_in_one_line_and_write_nothing(setup, message, tmp_path):
     config = tmp_path / "c.yaml"

@@ -58,6 +58,7 @@ def get_model_entry(name: str) -> ModelEntry:
     if name in _MODELS:
         return _MODELS[name]
     if sources.is_import_path(name):
+        sources.import_factory(name)  # fails fast, before any data, weights or store row
         return ModelEntry(name, sources.user_factory(name), "cnn", sources.USER_CODE, sources.USER_CODE, "import")
     if sources.is_timm_model(name):
         from timm.models import get_pretrained_cfg

@@ -62,11 +62,16 @@ def user_code(tmp_path_factory):
     return folder
 
 
-def test_sources_resolve_registry_then_import_path_then_timm():
+def test_sources_resolve_registry_then_import_path_then_timm(user_code, monkeypatch):
+    monkeypatch.syspath_prepend(str(user_code))
     assert get_model_entry("efficientnet_lite0").source == "registry"
     assert get_model_entry("resnet34").source == "timm" and get_model_entry("resnet34").family == "cnn"
     assert get_model_entry("vit_tiny_patch16_224").family == "vit"
-    assert get_model_entry("somepackage.models:build").source == "import"
+    assert get_model_entry("padnet:build").source == "import"
+    with pytest.raises(FlexiqError, match="cannot import somepackage.models"):
+        get_model_entry("somepackage.models:build")
+    with pytest.raises(FlexiqError, match="padnet has no attribute 'nothing'"):
+        get_model_entry("padnet:nothing")
     with pytest.raises(FlexiqError, match="not a timm architecture, not package.module:factory"):
         get_model_entry("resnet_does_not_exist")
 
