@@ -85,3 +85,11 @@ def test_a_module_without_a_source_cannot_be_exported(tmp_path):
 def test_importing_the_package_does_not_load_torch():
     code = "import sys, flexiq_search; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_a_layer_the_converter_cannot_represent_is_named_in_one_line():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    with pytest.raises(FlexiqError) as caught:
+        flexiq_search.quantize(model, torch.randn(4, 3, 8, 8), samples=4)
+    assert str(caught.value) == "cannot quantize layer '1' (Conv2d): only zero-padded convolutions can be quantized"

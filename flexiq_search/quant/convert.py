@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..config import QuantConfig
+from ..errors import FlexiqError
 from .modules import MixedPrecisionConv2d, MixedPrecisionLayer, MixedPrecisionLinear
 from .observers import create_observer
 
@@ -142,14 +143,17 @@ def convert_model(model: nn.Module, calibration: Iterable[torch.Tensor], config:
         layer = model.get_submodule(name)
         mixed_type = MixedPrecisionConv2d if isinstance(layer, nn.Conv2d) else MixedPrecisionLinear
         observer_kwargs = {"percentile": config.percentile} if config.observer == "percentile" else {}
-        mixed = mixed_type(
-            layer,
-            group_size=config.group_size,
-            extraction=config.extraction,
-            observer=create_observer(config.observer, **observer_kwargs),
-            eligible=name not in kept_int8,
-            activation_shift=config.activation_shift,
-        )
+        try:
+            mixed = mixed_type(
+                layer,
+                group_size=config.group_size,
+                extraction=config.extraction,
+                observer=create_observer(config.observer, **observer_kwargs),
+                eligible=name not in kept_int8,
+                activation_shift=config.activation_shift,
+            )
+        except ValueError as exc:  # a layer this converter cannot represent: name it
+            raise FlexiqError(f"cannot quantize layer {name!r} ({type(layer).__name__}): {exc}") from None
         _set_submodule(model, name, mixed)
     model(first)
     seen = [first]
