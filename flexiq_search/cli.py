@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import FlexiqError
+from .errors import FlexiqError, first_line
 from .home import data_home
 
 EXIT_BAD_INPUT = 2
@@ -352,7 +352,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     selection = load_selection(args)
     quant = quant_config(args, selection)
-    prepared = prepare_model(args.model, args.dataset, args.checkpoint, weights=args.weights, **data_options(args))
+    prepared = prepare_model(args.model, args.dataset, args.checkpoint, weights=getattr(args, "weights", None),
+                             **data_options(args))
     report = evaluate_ratios(prepared, args.ratios, calibration=calibration_size(args, selection),
                              samples=args.samples, quant=quant, method=args.method, selection=selection,
                              batch_size=args.batch_size)
@@ -367,7 +368,8 @@ def converted_with_images(args: argparse.Namespace, selection=None):
     from .quant.convert import convert_model
 
     quant = quant_config(args, selection)
-    prepared = prepare_model(args.model, args.dataset, args.checkpoint, weights=args.weights, **data_options(args))
+    prepared = prepare_model(args.model, args.dataset, args.checkpoint, weights=getattr(args, "weights", None),
+                             **data_options(args))
     if prepared.quantized is not None:
         raise FlexiqError(f"{args.checkpoint} is already quantized; pass the FP32 checkpoint")
     batches = calibration_batches(prepared.bundle, calibration_size(args, selection))
@@ -576,7 +578,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         check_search_inputs(config)
         run_search(args, config, repo, url, run["submission_id"])
     except BaseException as exc:
-        repo.update_schedule_run(run["id"], "failed", message=(str(exc) or type(exc).__name__).splitlines()[0])
+        repo.update_schedule_run(run["id"], "failed", message=first_line(exc))
         raise
     repo.update_schedule_run(run["id"], "succeeded")
 
@@ -835,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     except BackendUnavailable as exc:
         print(f"flexiq: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except (FlexiqError, ValueError) as exc:
+    except (FlexiqError, ValueError, argparse.ArgumentTypeError) as exc:  # the last: a flag parsed by hand
         print(f"flexiq: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return code or 0

@@ -215,6 +215,7 @@ class SearchConfig:
         if self.metric not in FITNESS_METRICS:
             raise ValueError(f"metric must be one of {FITNESS_METRICS}, got {self.metric!r}")
         self.quant_config()  # validates the quantization keys
+        self.evolution()  # validates population, generations, islands against the strategy itself
         if not isinstance(self.search_space, dict):
             raise ValueError("search_space must map parameter names to lists of choices")
         for key, choices in self.search_space.items():
@@ -224,6 +225,14 @@ class SearchConfig:
                 raise ValueError(f"search_space: {key} needs a non-empty list of choices")
             for choice in choices:
                 dataclasses.replace(self, search_space={}, **{key: choice})  # every choice must validate
+
+    def evolution(self):
+        """The evolutionary selection every trial of this config runs."""
+        from .selection.evolution import EvolutionarySelection
+
+        return EvolutionarySelection(seed=self.seed, population=self.population, generations=self.generations,
+                                     islands=self.islands, migration_interval=self.migration_interval,
+                                     metric=self.metric)
 
     @property
     def study_name(self) -> str:

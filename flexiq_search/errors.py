@@ -3,3 +3,10 @@
 
 class FlexiqError(Exception):
     """Bad input (unknown name, missing or corrupt file, out-of-range value)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type where the message is empty (torch
+    raises bare EOFError on an empty file)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

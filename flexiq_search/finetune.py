@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .config import QuantConfig, config_from_dict, config_to_dict, versioned_config
 from .data import DatasetBundle, fixed_subset
-from .errors import FlexiqError
+from .errors import FlexiqError, first_line
 from .models import create_model
 from .models.checkpoint import save_atomically
 from .quant.convert import convert_model, mixed_layers, set_ratio
@@ -146,6 +146,6 @@ def load_quantized_checkpoint(payload: dict) -> tuple[nn.Module, nn.Module, Sele
         qmodel = convert_model(float_model.eval(), [torch.zeros(payload["input_shape"])], quant)
         qmodel.load_state_dict(payload["quant_state"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise FlexiqError(f"quantized checkpoint does not fit {payload['model']}: {str(exc).splitlines()[0]}") from None
+        raise FlexiqError(f"quantized checkpoint does not fit {payload['model']}: {first_line(exc)}") from None
     apply_selection(qmodel, selection)
     return float_model.eval(), qmodel, selection, quant

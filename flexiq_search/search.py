@@ -29,7 +29,7 @@ from .evaluation import PreparedModel, calibration_batches, prepare_model
 from .models import get_model_entry
 from .quant.convert import convert_model, set_ratio
 from .selection import apply_selection
-from .selection.evolution import BatchEvaluator, EvolutionarySelection, split_validation
+from .selection.evolution import BatchEvaluator, split_validation
 from .selection.fitness import FitnessEvaluator
 from .store.repository import EVOLUTION_CHECKPOINT, evolution_progress  # the store decodes it for progress
 from .training import accuracy
@@ -93,6 +93,12 @@ def check_search_inputs(config: SearchConfig) -> None:
     for kind, path in (("checkpoint", config.checkpoint), ("weights", config.weights)):
         if path and not os.path.isfile(path):
             raise FlexiqError(f"{kind} {path} does not exist")
+    if config.checkpoint:  # read now: a truncated, foreign or pickled file must not leave a failed study
+        from .finetune import QUANTIZED_FORMAT
+        from .models.checkpoint import CHECKPOINT_FORMAT, check_model_name, read_checkpoint
+
+        payload = read_checkpoint(config.checkpoint, formats=(CHECKPOINT_FORMAT, QUANTIZED_FORMAT))
+        check_model_name(config.checkpoint, payload, config.model)
     if not config.checkpoint and not config.weights:
         from .models.sources import cached_timm_weights
 
@@ -186,9 +192,7 @@ class SearchRunner:
         batches = calibration_batches(prepared.bundle, config.calibration)
         images = torch.cat(batches)
         qmodel = convert_model(prepared.model, batches, quant)
-        strategy = EvolutionarySelection(seed=config.seed, population=config.population,
-                                         generations=config.generations, islands=config.islands,
-                                         migration_interval=config.migration_interval, metric=config.metric)
+        strategy = config.evolution()
         stored = self.repo.load_checkpoint(trial_id, EVOLUTION_CHECKPOINT)
         resume = json.loads(zlib.decompress(stored)) if stored else None
         progress = _Progress(self.log, number, len([r for r in levels if r < 1]) * config.generations, resume)

@@ -43,6 +43,17 @@ def trained_resnet20(digits):
 
 
 @pytest.fixture(scope="session")
+def resnet20_checkpoint(tmp_path_factory) -> Path:
+    """A flexiq checkpoint of ResNet-20 trained on digits by the real `flexiq train` (4 epochs), shared
+    by every test that runs commands on a trained model (read-only: copy it before changing it)."""
+    from flexiq_search.cli import main
+
+    path = tmp_path_factory.mktemp("resnet20") / "r20-digits.pt"
+    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "4", "--out", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="session")
 def digits_batches(digits):
     images = torch.stack([digits.train[i][0] for i in range(128)])
     return [images[:64], images[64:]]

@@ -11,10 +11,8 @@ from flexiq_search.cli import main
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "r20-digits.pt"
-    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "4", "--out", str(path)]) == 0
-    return path
+def checkpoint(resnet20_checkpoint):
+    return resnet20_checkpoint
 
 
 def run_cli(*args):

@@ -10,10 +10,8 @@ RATIOS = [0, 0.25, 0.5, 0.75, 1.0]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "r20-digits.pt"
-    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "1", "--out", str(path)]) == 0
-    return path
+def checkpoint(resnet20_checkpoint):
+    return resnet20_checkpoint
 
 
 def test_latency_json_contract_on_a_trained_model(checkpoint, capsys):

@@ -18,10 +18,8 @@ SEARCH = ["search", "--no-ray", "--model", "resnet20", "--dataset", "digits", "-
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "r20-digits.pt"
-    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "4", "--out", str(path)]) == 0
-    return str(path)
+def checkpoint(resnet20_checkpoint):
+    return str(resnet20_checkpoint)
 
 
 def flexiq(*args, **kwargs) -> subprocess.CompletedProcess:

@@ -7,12 +7,14 @@ Saved as a plain dict of tensors and primitives so that loading needs only
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import FlexiqError
+from ..errors import FlexiqError, first_line
 from ._registry import create_model
 
 CHECKPOINT_FORMAT = "flexiq-checkpoint"
@@ -43,15 +45,31 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: st
     save_atomically(payload, path)
 
 
+def load_tensors(path: Path, what: str = "checkpoint"):
+    """`torch.load(..., weights_only=True)` with one-line errors: a truncated, empty or foreign file,
+    or one that holds pickled objects (never unpickled here), says so without torch's warnings."""
+    if not path.is_file():
+        raise FlexiqError(f"{what} not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):  # not a pickle at all (e.g. "invalid load key")
+            raise FlexiqError(f"cannot read {what} {path}: {first_line(exc)}") from None
+        raise FlexiqError(f"cannot read {what} {path}: it holds pickled objects, and flexiq only reads "
+                          f"tensors (weights_only=True)") from None
+    except EOFError:
+        raise FlexiqError(f"cannot read {what} {path}: the file is empty or truncated") from None
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise FlexiqError(f"cannot read {what} {path}: not a torch file ({type(exc).__name__}: "
+                          f"{first_line(exc)})") from None
+
+
 def read_checkpoint(path: str | os.PathLike, formats: tuple[str, ...] = (CHECKPOINT_FORMAT,)) -> dict:
     """The checkpoint's payload, if it is one of `formats` (other flexiq formats check their own version)."""
     path = Path(path)
-    if not path.is_file():
-        raise FlexiqError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise FlexiqError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    payload = load_tensors(path)
     if not isinstance(payload, dict) or payload.get("format") not in formats:
         raise FlexiqError(f"{path} is not a flexiq checkpoint" + (
             f" of a kind this command reads ({', '.join(formats)})" if isinstance(payload, dict) and
@@ -75,5 +93,5 @@ def load_checkpoint_model(path: str | os.PathLike, expected_model: str | None = 
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise FlexiqError(f"{path}: weights do not fit {payload['model']}: {str(exc).splitlines()[0]}") from None
+        raise FlexiqError(f"{path}: weights do not fit {payload['model']}: {first_line(exc)}") from None
     return model.eval(), payload

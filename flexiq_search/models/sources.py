@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import FlexiqError
+from ..errors import FlexiqError, first_line
 
 TIMM_CACHE = "the local timm/Hugging Face cache"
 USER_CODE = "user code"
@@ -114,19 +114,20 @@ def is_timm_model(name: str) -> bool:
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a safetensors file or a torch file read with `weights_only=True`; a flexiq
     checkpoint, or a dict that wraps the state dict under "state_dict"/"model", is unwrapped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FlexiqError(f"weights not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from .checkpoint import load_tensors
 
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        state = load_tensors(path, "weights")
+    elif not path.is_file():
+        raise FlexiqError(f"weights not found: {path}")
+    else:
+        from safetensors.torch import load_file
+
+        try:
             state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, empty, pickled code, foreign format
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FlexiqError(f"cannot read weights {path}: {message}") from None
+        except Exception as exc:  # truncated or foreign
+            raise FlexiqError(f"cannot read weights {path}: {first_line(exc)}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

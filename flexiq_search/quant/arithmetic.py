@@ -24,6 +24,7 @@ INT8_SIGNED_RANGE = (-127, 127)
 INT8_UNSIGNED_RANGE = (0, 255)
 LOW_BITS = 4
 HIGH_BITS = 8
+MAX_SHIFT = HIGH_BITS - LOW_BITS  # the most low bits extraction ever drops (naive extraction's shift)
 EXTRACTION_MODES = ("shift", "naive")
 
 

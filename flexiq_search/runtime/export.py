@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..config import QuantConfig, config_from_dict, config_to_dict
-from ..errors import FlexiqError
+from ..errors import FlexiqError, first_line
 
 MAGIC = b"FLEXIQ-EXPORT\n"
 FORMAT = "flexiq-export"
@@ -59,12 +59,19 @@ def export_model(path: str | os.PathLike, qmodel: nn.Module, *, model_name: str,
     tensors = {name: value.detach().contiguous().cpu() for name, value in qmodel.state_dict().items()}
     blob = save(tensors, metadata={"flexiq_manifest": json.dumps(manifest, sort_keys=True)})
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as handle:
-        handle.write(MAGIC + hashlib.sha256(blob).digest() + blob)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as handle:
+            temporary = handle.name
+            handle.write(MAGIC + hashlib.sha256(blob).digest() + blob)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except OSError as exc:
+        if temporary and os.path.exists(temporary):
+            os.unlink(temporary)
+        raise FlexiqError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
     return path
 
 
@@ -107,5 +114,5 @@ def load_export(path: str | os.PathLike) -> ExportedModel:
         qmodel.load_state_dict(tensors)
         apply_selection(qmodel, Selection.from_json(json.dumps(manifest["selection"])))
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise FlexiqError(f"{path} does not fit model {manifest.get('model')}: {str(exc).splitlines()[0]}") from None
+        raise FlexiqError(f"{path} does not fit model {manifest.get('model')}: {first_line(exc)}") from None
     return ExportedModel(qmodel.eval(), manifest)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import BUDGET_MODES
 from ..errors import FlexiqError
+from ..quant.arithmetic import MAX_SHIFT
 from ..quant.convert import mixed_layers, restore_calibrated_shifts
 from ..registry import Registry
 
@@ -59,10 +60,18 @@ class Selection:
             raise FlexiqError("not a flexiq selection of a supported version")
         try:
             layers = {name: LayerSelection(**layer) for name, layer in payload["layers"].items()}
-            return cls(payload["method"], payload["levels"], payload["group_size"], layers,
-                       payload.get("provenance", {}), payload.get("extraction"))
+            selection = cls(payload["method"], payload["levels"], payload["group_size"], layers,
+                            payload.get("provenance", {}), payload.get("extraction"))
         except (KeyError, TypeError, AttributeError) as exc:
             raise FlexiqError(f"malformed flexiq selection: {exc}") from None
+        for name, layer in layers.items():  # read now: a bad shift must fail before any data is loaded
+            shifts = list(layer.act_shift or [])
+            if layer.weight_shift is not None:
+                shifts += list(base64.b64decode(layer.weight_shift))
+            wrong = [s for s in shifts if not isinstance(s, int) or not 0 <= s <= MAX_SHIFT]
+            if wrong:
+                raise FlexiqError(f"selection layer {name}: extraction shift {wrong[0]} is outside 0..{MAX_SHIFT}")
+        return selection
 
     @classmethod
     def load(cls, path: str) -> "Selection":

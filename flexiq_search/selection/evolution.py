@@ -169,8 +169,11 @@ class EvolutionarySelection(SelectionStrategy):
                  islands: int = 1, migration_interval: int = 4,
                  validation_share: float = DEFAULT_VALIDATION_SHARE) -> None:
         super().__init__(budget=budget, seed=seed)
-        if population < 2 or generations < 0 or not 0 <= elite < population or tournament < 1:
-            raise ValueError("evolution needs population >= 2, generations >= 0, 0 <= elite < population, tournament >= 1")
+        if not 0 <= elite < population or population < 2:
+            raise ValueError(f"evolution needs a population larger than its elite ({elite}) and at least 2, "
+                             f"got population {population}")
+        if generations < 0 or tournament < 1:
+            raise ValueError(f"evolution needs generations >= 0 and tournament >= 1, got {generations} and {tournament}")
         if islands < 1 or migration_interval < 1:
             raise ValueError("evolution needs islands >= 1 and migration_interval >= 1")
         if metric not in FITNESS_METRICS:

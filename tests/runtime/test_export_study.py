@@ -12,10 +12,9 @@ from flexiq_search.store import Repository
 
 
 @pytest.fixture(scope="module")
-def study_db(tmp_path_factory):
+def study_db(tmp_path_factory, resnet20_checkpoint):
     folder = tmp_path_factory.mktemp("study")
-    checkpoint = folder / "r20.pt"
-    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "4", "--out", str(checkpoint)]) == 0
+    checkpoint = resnet20_checkpoint
     url = f"sqlite:///{folder / 'db.sqlite'}"
     assert main(["search", "--no-ray", "--model", "resnet20", "--dataset", "digits", "--checkpoint", str(checkpoint),
                  "--backends", "npu-sim", "--calibration", "64", "--eval-samples", "200", "--population", "4",

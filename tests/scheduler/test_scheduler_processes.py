@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import make_url
 
-from flexiq_search.cli import main
 from flexiq_search.store import Repository
 
 from .conftest import backdate_schedule
@@ -34,10 +33,8 @@ eval_samples: 200
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "r20-digits.pt"
-    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "4", "--out", str(path)]) == 0
-    return path
+def checkpoint(resnet20_checkpoint):
+    return resnet20_checkpoint
 
 
 @pytest.fixture

@@ -4,15 +4,13 @@ import os
 import subprocess
 import sys
 
-from flexiq_search.cli import main
 from flexiq_search.store import Repository
 
 
-def test_two_searches_share_one_postgresql_database(postgres_url, tmp_path):
+def test_two_searches_share_one_postgresql_database(postgres_url, tmp_path, resnet20_checkpoint):
     import optuna
 
-    checkpoint = tmp_path / "r20.pt"
-    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "4", "--out", str(checkpoint)]) == 0
+    checkpoint = resnet20_checkpoint
     common = ["search", "--no-ray", "--model", "resnet20", "--dataset", "digits", "--checkpoint", str(checkpoint),
               "--backends", "npu-sim", "--calibration", "64", "--eval-samples", "200", "--population", "4",
               "--generations", "2", "--trials", "2", "--db", postgres_url]

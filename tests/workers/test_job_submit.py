@@ -47,12 +47,8 @@ def head():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from flexiq_search.cli import main
-
-    path = tmp_path_factory.mktemp("ckpt") / "r20.pt"
-    assert main(["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "4", "--out", str(path)]) == 0
-    return path
+def checkpoint(resnet20_checkpoint):
+    return resnet20_checkpoint
 
 
 def test_a_submitted_job_searches_and_stores_its_front(head, tmp_path, checkpoint):
