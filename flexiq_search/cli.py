@@ -615,11 +615,32 @@ def scheduled_search_config(run: dict):
 
 
 def print_pareto(points: list[dict], title: str) -> None:
-    print(f"Pareto front of {title} (top-1 vs latency, per backend)")
-    print(f"{'backend':<10}{'provenance':<12}{'ratio':>7}{'top-1':>9}{'latency us':>14}  method")
+    """The front per backend; `point` is what `flexiq export --point` takes (on the first backend)."""
+    print(f"Pareto front of {title} (top-1 vs latency, per backend; export --point takes the first backend's point)")
+    print(f"{'point':>5}  {'backend':<10}{'provenance':<12}{'trial':>5}{'ratio':>7}{'top-1':>9}{'latency us':>14}  method")
     for p in points:
-        print(f"{p['backend']:<10}{p['provenance']:<12}{p['ratio']:>7.0%}{p['top1']:>9.2f}{p['latency_us']:>14.1f}  "
-              f"{p['method']}")
+        print(f"{p['point']:>5}  {p['backend']:<10}{p['provenance']:<12}{p['trial']:>5}{p['ratio']:>7.0%}"
+              f"{p['top1']:>9.2f}{p['latency_us']:>14.1f}  {p['method']}")
+
+
+def print_study(study: dict, trials: list[dict]) -> None:
+    """One line per trial: what it drew and its objectives (the numbers Optuna ranked it on)."""
+    data = study["config"].get("_data", {})
+    print(f"study {study['id']} {study['name']!r}: {study['status']}, {study['model']} on {study['dataset']}, "
+          f"{len(trials)} trial(s); ratios {data.get('ratios')}, population {data.get('population')}, "
+          f"generations {data.get('generations')}")
+    backends = study["backends"]
+    header = f"{'trial':>5}  {'status':<10}{'mean top-1':>11}" + "".join(f"{'us on ' + b:>16}" for b in backends)
+    print(header + "  params drawn")
+
+    def number(value, spec):
+        return format(value, spec) if value is not None else "-"
+
+    for trial in trials:
+        latencies = "".join(f"{number(trial['mean_latency_us'][b], '.1f'):>16}" for b in backends)
+        params = ", ".join(f"{k}={v}" for k, v in sorted(trial["params"].items())) or "(the config's own values)"
+        print(f"{trial['number']:>5}  {trial['status']:<10}{number(trial['mean_top1'], '.2f'):>11}{latencies}  {params}")
+    print("mean top-1 and latency are over the 4-bit levels (ratio > 0); the first backend's is the one Optuna ranks")
 
 
 def cmd_studies(args: argparse.Namespace) -> None:
@@ -631,6 +652,7 @@ def cmd_studies(args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps(rows))
             return
+        print(f"{'id':>4}  {'name':<32}{'status':<10}{'model':<18}{'dataset':<16}created")
         for row in rows:
             print(f"{row['id']:>4}  {row['name']:<32}{row['status']:<10}{row['model']:<18}{row['dataset']:<16}"
                   f"{row['created']}")
@@ -641,8 +663,11 @@ def cmd_studies(args: argparse.Namespace) -> None:
     if study is None:
         raise FlexiqError(f"no study {args.study!r} in this database")
     if args.action == "show":
-        study = dict(study, trials=repo.list_trials(study["id"]))
-        print(json.dumps(study, indent=None if args.json else 1, default=str))
+        trials = repo.trial_summaries(study["id"])
+        if args.json:
+            print(json.dumps(dict(study, trials=trials), default=str))
+        else:
+            print_study(study, trials)
         return
     points = repo.pareto(study["id"])
     if args.json:
@@ -834,6 +859,11 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe surfaces here, not in the interpreter's exit
+    except BrokenPipeError:  # `flexiq studies list | head`: the reader left; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout at exit: send that nowhere
+        return 0
     except BackendUnavailable as exc:
         print(f"flexiq: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

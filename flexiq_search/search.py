@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import statistics
 import time
 import zlib
 from typing import Callable, Protocol
@@ -31,7 +30,7 @@ from .quant.convert import convert_model, set_ratio
 from .selection import apply_selection
 from .selection.evolution import BatchEvaluator, split_validation
 from .selection.fitness import FitnessEvaluator
-from .store.repository import EVOLUTION_CHECKPOINT, evolution_progress  # the store decodes it for progress
+from .store.repository import EVOLUTION_CHECKPOINT, evolution_progress, level_means  # the store decodes it for progress
 from .training import accuracy
 
 
@@ -76,6 +75,12 @@ class LocalExecutor:
 
     def finetune(self, qmodel, teacher, prepared, config):
         return finetuned_state(qmodel, teacher, prepared, config)
+
+
+def _drawn(params: dict) -> str:
+    """What a trial drew from the search space, as its log line says it."""
+    return "params " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) if params else \
+        "the config's own values (nothing to draw)"
 
 
 def check_search_inputs(config: SearchConfig) -> None:
@@ -161,9 +166,10 @@ class SearchRunner:
                     optuna_trial = study.ask(_distributions(config))
                     trial_id = self.repo.create_trial(study_id, number, optuna_trial.params, optuna_trial.number)
                     params, optuna_number = optuna_trial.params, optuna_trial.number
+                    self.log(f"trial {number}: {_drawn(params)}")
                 else:
                     trial_id, params, optuna_number = known["id"], known["params"], known["optuna_trial_number"]
-                    self.log(f"resuming trial {number} ({params or 'base config'})")
+                    self.log(f"resuming trial {number}: {_drawn(params)}")
                 values = self.run_trial(dataclasses.replace(config, **params), prepared, trial_id, number)
                 if study.trials[optuna_number].state == optuna.trial.TrialState.RUNNING:
                     study.tell(optuna_number, values)
@@ -226,11 +232,10 @@ class SearchRunner:
                            "speedup_vs_int8": row["speedup_vs_int8"], "layers": row["layers"]}
                           for row in result["ratios"]]
         self.repo.add_result(trial_id, selection, evaluations, latencies)
-        primary = [row["latency_us"] for row in latencies if row["backend"] == config.backends[0]]
-        top1 = statistics.mean(row["top1"] for row in evaluations if row["ratio"] > 0)
-        self.log(f"trial {number}: mean top-1 {top1:.2f}% over levels, mean latency "
-                 f"{statistics.mean(primary):.1f} us on {config.backends[0]}")
-        return [top1, statistics.mean(primary)]
+        top1, latency = level_means(evaluations, latencies, config.backends[0])
+        self.log(f"trial {number}: mean top-1 {top1:.2f}% over levels, mean latency {latency:.1f} us on "
+                 f"{config.backends[0]}")
+        return [top1, latency]
 
     def _evaluate(self, qmodel: nn.Module, prepared: PreparedModel, config: SearchConfig, ratios: list[float],
                   fitness_per_level: list[float]) -> list[dict]:

@@ -26,7 +26,6 @@ def export_study(repo, study: str, out: str, trial: int | None = None, point: in
     from ..evaluation import calibration_batches, prepare_model
     from ..quant.convert import convert_model
     from ..selection import Selection, apply_selection
-    from ..store.repository import pareto_front
 
     found = repo.get_study(int(study) if str(study).isdigit() else study)
     if found is None:
@@ -40,10 +39,9 @@ def export_study(repo, study: str, out: str, trial: int | None = None, point: in
         if trial not in trials:
             raise FlexiqError(f"study {found['name']!r} has no trial {trial} (trials: {sorted(trials)})")
         chosen = trial
-    elif point is not None:
+    elif point is not None:  # the index `flexiq studies pareto` prints on the study's first backend
         backend = config.backends[0]
-        candidates = [row for row in results["latencies"] if row["backend"] == backend and row["top1"] is not None]
-        front = sorted(pareto_front(candidates), key=lambda row: row["latency_us"])
+        front = [p for p in repo.pareto(found["id"]) if p["backend"] == backend]
         if not 0 <= point < len(front):
             raise FlexiqError(f"point {point} is outside the {backend} front (0..{len(front) - 1})")
         chosen = front[point]["trial"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -115,6 +116,14 @@ def pareto_front(points: list[dict]) -> list[dict]:
             front.extend(p for p in group if p["top1"] == best_here)
             best_faster = best_here
     return front
+
+
+def level_means(evaluations: list[dict], latencies: list[dict], backend: str) -> tuple[float | None, float | None]:
+    """A trial's two objectives: mean top-1 and mean latency over its 4-bit levels (ratio > 0) on
+    `backend`. Optuna ranks trials on these; `flexiq studies show` and the dashboard print them."""
+    top1 = [row["top1"] for row in evaluations if row["ratio"] > 0]
+    latency = [row["latency_us"] for row in latencies if row["backend"] == backend and row["ratio"] > 0]
+    return (sum(top1) / len(top1) if top1 else None, sum(latency) / len(latency) if latency else None)
 
 
 class Repository:
@@ -264,6 +273,22 @@ class Repository:
                      "optuna_trial_number": t.optuna_trial_number, "created": iso(t.created),
                      "finished": iso(t.finished)} for t in trials]
 
+    def trial_summaries(self, study_id: int) -> list[dict]:
+        """Every trial with its drawn params, status and, per latency backend, `level_means` (on the
+        study's dataset): what `flexiq studies show` prints."""
+        study = self.get_study(study_id)
+        results = self.study_results(study_id)
+        summaries = []
+        for trial in self.list_trials(study_id):
+            evaluations = [r for r in results["evaluations"]
+                           if r["trial"] == trial["number"] and r["dataset"] == results["dataset"]]
+            latencies = [r for r in results["latencies"] if r["trial"] == trial["number"]]
+            means = {backend: level_means(evaluations, latencies, backend) for backend in study["backends"]}
+            summaries.append({"number": trial["number"], "status": trial["status"], "params": trial["params"],
+                              "mean_top1": level_means(evaluations, [], "")[0],
+                              "mean_latency_us": {backend: mean[1] for backend, mean in means.items()}})
+        return summaries
+
     # selections and their results
 
     def _save_selection(self, session: Session, trial_id: int, selection: StorableSelection) -> int:
@@ -364,13 +389,29 @@ class Repository:
                 session.add_all(ParetoPoint(study_id=study_id, **point) for point in pareto_front(list(points)))
 
     def pareto(self, study_id: int) -> list[dict]:
-        """The study's stored Pareto points, by backend, then fastest first."""
+        """The study's stored Pareto points, by backend, then fastest first. Each carries its trial's
+        number and `point`, its index on its backend's front: what `flexiq export --point` takes.
+        Points equal in all but their trial (two trials that drew the same values) are listed once,
+        under the first trial."""
         with self._transaction(write=False) as session:
-            points = session.scalars(select(ParetoPoint).where(ParetoPoint.study_id == study_id).order_by(
-                ParetoPoint.backend, ParetoPoint.latency_us, ParetoPoint.top1.desc(), ParetoPoint.ratio,
-                ParetoPoint.method))
-            return [{"backend": p.backend, "provenance": p.provenance, "ratio": p.ratio, "method": p.method,
-                     "top1": p.top1, "latency_us": p.latency_us} for p in points]
+            rows = session.execute(
+                select(ParetoPoint, Trial.number)
+                .join(SelectionRow, SelectionRow.id == ParetoPoint.selection_id)
+                .join(Trial, Trial.id == SelectionRow.trial_id)
+                .where(ParetoPoint.study_id == study_id)
+                .order_by(ParetoPoint.backend, ParetoPoint.latency_us, ParetoPoint.top1.desc(), ParetoPoint.ratio,
+                          ParetoPoint.method, Trial.number)).all()
+        points, seen, per_backend = [], set(), Counter()
+        for p, trial in rows:
+            key = (p.backend, p.ratio, p.method, p.top1, p.latency_us)
+            if key in seen:
+                continue
+            seen.add(key)
+            points.append({"backend": p.backend, "provenance": p.provenance, "ratio": p.ratio, "method": p.method,
+                           "top1": p.top1, "latency_us": p.latency_us, "trial": trial,
+                           "point": per_backend[p.backend]})
+            per_backend[p.backend] += 1
+        return points
 
     # checkpoints
 

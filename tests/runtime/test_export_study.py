@@ -67,3 +67,46 @@ def test_export_and_serve_bench_commands(study_db, tmp_path, capsys):
     assert "truncated or altered" in capsys.readouterr().err
     assert main(["export", "--study", "s", "--point", "99", "--out", str(model), "--db", study_db]) == 2
     assert "outside the npu-sim front" in capsys.readouterr().err
+
+
+def test_studies_commands_say_what_export_takes(study_db, tmp_path, capsys):
+    """`studies pareto` lists each point once with its trial and the index `export --point` takes;
+    `studies show` has one line per trial with the objectives Optuna ranked; `list` has a header."""
+    assert main(["studies", "list", "--db", study_db]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["id", "name", "status", "model", "dataset", "created"] and rows[0].split()[1] == "s"
+    assert main(["studies", "pareto", "s", "--db", study_db, "--json"]) == 0
+    points = json.loads(capsys.readouterr().out)
+    keys = [(p["backend"], p["ratio"], p["method"], p["top1"], p["latency_us"]) for p in points]
+    assert len(keys) == len(set(keys)), "no duplicate rows"
+    assert [p["point"] for p in points] == list(range(len(points))) and all(p["trial"] == 0 for p in points)
+    assert main(["studies", "pareto", "s", "--db", study_db]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[:4] == ["point", "backend", "provenance", "trial"] and len(table) == 2 + len(points)
+    last = points[-1]
+    assert main(["export", "--study", "s", "--point", str(last["point"]), "--out", str(tmp_path / "p.flexiq"),
+                 "--db", study_db, "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["trial"] == last["trial"] and exported["accuracy"][str(last["ratio"])] == last["top1"]
+    assert main(["studies", "show", "s", "--db", study_db, "--json"]) == 0
+    (trial,) = json.loads(capsys.readouterr().out)["trials"]
+    levels = [p["top1"] for p in points]  # one trial: its front is its levels, every one of them
+    assert trial["mean_top1"] == pytest.approx(sum(exported["accuracy"][r] for r in ("0.25", "0.5", "0.75", "1.0")) / 4)
+    assert trial["mean_latency_us"]["npu-sim"] > 0 and len(levels) >= 1
+    assert main(["studies", "show", "s", "--db", study_db]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["trial", "status", "mean"] and lines[2].split()[0] == "0"
+    assert f"{trial['mean_top1']:.2f}" in lines[2] and f"{trial['mean_latency_us']['npu-sim']:.1f}" in lines[2]
+
+
+@pytest.mark.parametrize("action", ["list", "show s", "pareto s"])
+def test_studies_output_is_safe_to_pipe(study_db, action):
+    """`| head -0` closes the pipe before the first line: no traceback (it was a BrokenPipeError)."""
+    import os
+    import subprocess
+    import sys
+
+    command = f"{sys.executable} -m flexiq_search.cli studies {action} --db '{study_db}' | head -0"
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.stdout == "" and result.stderr == ""

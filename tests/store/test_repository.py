@@ -257,22 +257,22 @@ def test_pareto_front_per_backend(repo):
     repo.update_pareto(study_id)
     repo.update_pareto(study_id)  # recomputing replaces, never adds
 
-    def point(backend, method, ratio, top1, latency_us):
+    def point(backend, method, ratio, top1, latency_us, index):
         provenance = "measured" if backend == "cpu" else "simulated"
         return {"backend": backend, "provenance": provenance, "ratio": ratio, "method": method, "top1": top1,
-                "latency_us": latency_us}
+                "latency_us": latency_us, "trial": {"m1": 0, "m2": 1, "m3": 2, "m4": 9}[method], "point": index}
 
-    cpu_front = [point("cpu", "m2", 1.0, 0.70, 40), point("cpu", "m1", 0.5, 0.85, 60),
-                 point("cpu", "m3", 0.5, 0.85, 60), point("cpu", "m1", 0.0, 0.90, 100)]
-    npu_front = [point("npu", "m2", 1.0, 0.70, 10), point("npu", "m2", 0.5, 0.80, 20),
-                 point("npu", "m1", 0.5, 0.85, 30), point("npu", "m1", 0.0, 0.90, 50)]
+    cpu_front = [point("cpu", "m2", 1.0, 0.70, 40, 0), point("cpu", "m1", 0.5, 0.85, 60, 1),
+                 point("cpu", "m3", 0.5, 0.85, 60, 2), point("cpu", "m1", 0.0, 0.90, 100, 3)]
+    npu_front = [point("npu", "m2", 1.0, 0.70, 10, 0), point("npu", "m2", 0.5, 0.80, 20, 1),
+                 point("npu", "m1", 0.5, 0.85, 30, 2), point("npu", "m1", 0.0, 0.90, 50, 3)]
     assert repo.pareto(study_id) == cpu_front + npu_front
 
     best_trial = repo.create_trial(study_id, 9, {})
     repo.add_result(best_trial, make_selection("m4"), [{"ratio": 0.5, "top1": 0.95, "dataset": "digits",
                                                         "samples": 360}], [latency(0.5, 5)])
     repo.update_pareto(study_id)
-    assert repo.pareto(study_id) == [point("cpu", "m4", 0.5, 0.95, 5)] + npu_front
+    assert repo.pareto(study_id) == [point("cpu", "m4", 0.5, 0.95, 5, 0)] + npu_front
     assert repo.pareto(other) == []
 
 
@@ -426,6 +426,7 @@ def test_two_processes_writing_at_once_lose_nothing(repo, db_url, tmp_path):
     raced = [tuple(point.values()) for point in repo.pareto(study_id)]
     assert len(raced) == len(set(raced)), "two recomputations of the Pareto front interleaved"
     repo.update_pareto(study_id)
+    number = repo.list_trials(study_id)[0]["number"]
     expected = [{"backend": "cpu", "provenance": "measured", "ratio": i / 50, "method": "greedy-error",
-                 "top1": 0.5 + i / 100, "latency_us": 10.0 + i} for i in range(20)]
+                 "top1": 0.5 + i / 100, "latency_us": 10.0 + i, "trial": number, "point": i} for i in range(20)]
     assert repo.pareto(study_id) == expected
