@@ -51,7 +51,8 @@ def test_a_study_with_two_optuna_trials_stores_its_front(checkpoint, tmp_path, c
     assert set(studies[0]) == {"id", "name", "status", "model", "dataset", "created"}
     assert main(["studies", "pareto", str(studies[0]["id"]), "--db", url, "--json"]) == 0
     front = json.loads(capsys.readouterr().out)
-    assert front and all(set(p) == {"backend", "provenance", "ratio", "method", "top1", "latency_us"} for p in front)
+    assert front and all(set(p) == {"backend", "provenance", "ratio", "method", "top1", "latency_us", "trial", "point"}
+                         for p in front)
     assert {p["backend"] for p in front} == {"npu-sim"} and {p["provenance"] for p in front} == {"simulated"}
     latencies = [p["latency_us"] for p in front]
     top1 = [p["top1"] for p in front]
