@@ -17,6 +17,7 @@ import streamlit as st
 
 from flexiq_search.scheduler import next_run, utcnow
 from flexiq_search.store import Repository, default_db_url
+from flexiq_search.store.repository import params_label
 
 REFRESH_SECONDS = 5  # how often a page showing a running search reruns
 CACHE_SECONDS = 3  # how long a read is reused: below the refresh period, so every refresh reads anew
@@ -70,7 +71,7 @@ def backend_label(backend: str, provenance: str) -> str:
 
 def config_label(params: dict) -> str:
     """A trial's searched values, or that it ran the study's own config."""
-    return ", ".join(f"{key}={value}" for key, value in sorted(params.items())) or "study config"
+    return params_label(params) or "study config"
 
 
 def ratio_label(ratio: float) -> str:

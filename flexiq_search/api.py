@@ -119,7 +119,7 @@ class FlexiQModel(nn.Module):
         super().__init__()
         self.float_model, self.quantized, self.quant = float_model.eval(), quantized.eval(), quant
         self.input_shape = list(input_shape)
-        self.source = source or getattr(float_model, "flexiq_model_name", None)
+        self.source = source or getattr(float_model, "flexiq_model_name", None)  # create_model names its models
         self.model_kwargs = dict(model_kwargs or {})
         self.selection = None
         self.calibration_images = None  # kept for measuring selections; dropped by export
@@ -143,7 +143,7 @@ class FlexiQModel(nn.Module):
                samples: int = 64, seed: int = 0, **options):
         """Choose the 4-bit channels of every level with a registered strategy (`flexiq_search.selection`)
         and apply them. Measuring strategies score on `data` (default: the calibration images)."""
-        from .selection import apply_selection, create_strategy
+        from .selection import create_strategy
 
         images = self.calibration_images if data is None else torch.cat(image_batches(data, self.float_model, samples))
         strategy = create_strategy(method, budget=self.quant.budget, seed=seed, **options)
@@ -243,11 +243,10 @@ def quantize(model: nn.Module | str, calibration: Any, config: QuantConfig | Non
     """
     from .quant.convert import convert_model
 
-    source = model if isinstance(model, str) else getattr(model, "flexiq_model_name", None)
     float_model = build_model(model, weights, **model_kwargs) if isinstance(model, str) else model.eval()
     config = config or QuantConfig(**RECOMMENDED_QUANT)
     batches = image_batches(calibration, float_model, samples)
     quantized = convert_model(float_model, batches, config)
-    flexiq = FlexiQModel(float_model, quantized, config, list(batches[0].shape), source, model_kwargs)
+    flexiq = FlexiQModel(float_model, quantized, config, list(batches[0].shape), model_kwargs=model_kwargs)
     flexiq.calibration_images = torch.cat(batches)
     return flexiq

@@ -625,6 +625,8 @@ def print_pareto(points: list[dict], title: str) -> None:
 
 def print_study(study: dict, trials: list[dict]) -> None:
     """One line per trial: what it drew and its objectives (the numbers Optuna ranked it on)."""
+    from .store.repository import params_label
+
     data = study["config"].get("_data", {})
     print(f"study {study['id']} {study['name']!r}: {study['status']}, {study['model']} on {study['dataset']}, "
           f"{len(trials)} trial(s); ratios {data.get('ratios')}, population {data.get('population')}, "
@@ -638,7 +640,7 @@ def print_study(study: dict, trials: list[dict]) -> None:
 
     for trial in trials:
         latencies = "".join(f"{number(trial['mean_latency_us'][b], '.1f'):>16}" for b in backends)
-        params = ", ".join(f"{k}={v}" for k, v in sorted(trial["params"].items())) or "(the config's own values)"
+        params = params_label(trial["params"]) or "(the config's own values)"
         print(f"{trial['number']:>5}  {trial['status']:<10}{number(trial['mean_top1'], '.2f'):>11}{latencies}  {params}")
     print("mean top-1 and latency are over the 4-bit levels (ratio > 0); the first backend's is the one Optuna ranks")
 

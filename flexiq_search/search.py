@@ -30,7 +30,8 @@ from .quant.convert import convert_model, set_ratio
 from .selection import apply_selection
 from .selection.evolution import BatchEvaluator, split_validation
 from .selection.fitness import FitnessEvaluator
-from .store.repository import EVOLUTION_CHECKPOINT, evolution_progress, level_means  # the store decodes it for progress
+from .store.repository import (EVOLUTION_CHECKPOINT, evolution_progress,  # the store decodes it for progress
+                               level_means, params_label)
 from .training import accuracy
 
 
@@ -79,8 +80,7 @@ class LocalExecutor:
 
 def _drawn(params: dict) -> str:
     """What a trial drew from the search space, as its log line says it."""
-    return "params " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) if params else \
-        "the config's own values (nothing to draw)"
+    return f"params {params_label(params)}" if params else "the config's own values (nothing to draw)"
 
 
 def check_search_inputs(config: SearchConfig) -> None:

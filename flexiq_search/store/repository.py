@@ -118,6 +118,12 @@ def pareto_front(points: list[dict]) -> list[dict]:
     return front
 
 
+def params_label(params: dict) -> str:
+    """A trial's drawn values as `key=value, ...` (empty when it drew nothing): the search log, `flexiq
+    studies show` and the dashboard say them the same way."""
+    return ", ".join(f"{key}={value}" for key, value in sorted(params.items()))
+
+
 def level_means(evaluations: list[dict], latencies: list[dict], backend: str) -> tuple[float | None, float | None]:
     """A trial's two objectives: mean top-1 and mean latency over its 4-bit levels (ratio > 0) on
     `backend`. Optuna ranks trials on these; `flexiq studies show` and the dashboard print them."""
