@@ -12,7 +12,8 @@ value-range estimate) among a few random picks. The search stops early when the 
 has not improved for `patience` generations.
 
 The first population holds the fills of the value-range ranking, the per-layer error greedy
-ranking and a seeded random ranking (each topped up from the frozen set), then mutated copies of
+ranking (measured on the search and validation images both, so it is greedy-error's own selection on
+them) and a seeded random ranking (each topped up from the frozen set), then mutated copies of
 them: the search can only improve on its seeds' calibration fitness, since the elite is kept.
 
 Guard against fitting the calibration images: candidates are scored on one set of images and
@@ -202,7 +203,10 @@ class EvolutionarySelection(SelectionStrategy):
         if evaluate_batch is None:
             evaluate_batch = lambda candidates: [evaluator(masks) for masks in candidates]  # noqa: E731
         genes = Chromosomes(model, evaluator.eligible, self.budget)
-        errors = layer_output_errors(model, images)
+        # The greedy seed ranks on every image given (search and validation), as greedy-error does on
+        # them: the seed is then greedy-error's own selection, which a winner must beat on validation.
+        errors = layer_output_errors(model, images if validation_images is None
+                                     else torch.cat([images, validation_images]))
         seed_harms = {"range": genes.range_harm,
                       "greedy-error": torch.cat([errors[n] for n in genes.names]) / genes.macs,
                       "random": torch.rand(len(genes.macs), generator=torch.Generator().manual_seed(self.seed),

@@ -78,8 +78,11 @@ def test_winners_are_chosen_on_held_out_images_and_never_lose_to_the_seeds_there
         set_ratio(model, ratio)
         assert provenance["validation_fitness"][index] == pytest.approx(on_validation(current_masks(model)))
         assert provenance["fitness"][index] == pytest.approx(on_search(current_masks(model)))
-    for method in ("range", "greedy-error"):  # the seeds of the first level, made from the search images
-        apply_selection(model, create_strategy(method).select(model, levels, search))
+    # The seeds of the first level: range, and greedy-error as that strategy selects on every image the
+    # evolution was given (search and validation), so the evolution never loses to greedy-error there.
+    given = torch.cat([search, validation])
+    for method in ("range", "greedy-error"):
+        apply_selection(model, create_strategy(method).select(model, levels, given))
         set_ratio(model, levels[0])
         assert provenance["validation_fitness"][0] <= on_validation(current_masks(model)) * (1 + 1e-9), method
     # without explicit validation images, the last quarter of the images validates
@@ -139,3 +142,23 @@ def test_resume_state_of_another_search_is_refused(converted, images):
     small_search().select(converted, [0.5], images, on_generation=states.append)
     with pytest.raises(ValueError, match="another search"):
         small_search().select(converted, [0.25, 0.5], images, resume=states[0])
+
+
+def test_the_greedy_seed_is_greedy_errors_selection_on_every_image_given(converted, digits_batches):
+    """The seed a winner must beat on validation is what `greedy-error` selects from the same images."""
+    search, validation = digits_batches
+    evaluator = FitnessEvaluator(converted, search)
+    batches = []
+
+    def evaluate_batch(candidates):
+        batches.append(candidates)
+        return [evaluator(masks) for masks in candidates]
+
+    create_strategy("evolution", population=4, generations=0).select(
+        converted, [0.25], search, validation_images=validation, evaluate_batch=evaluate_batch)
+    greedy_seed = batches[0][1]  # the first population: range, greedy-error, random, then mutants
+    model = copy.deepcopy(converted)
+    apply_selection(model, create_strategy("greedy-error").select(model, [0.25], torch.cat([search, validation])))
+    set_ratio(model, 0.25)
+    expected = current_masks(model)
+    assert all(torch.equal(greedy_seed[name], expected[name]) for name in greedy_seed)
