@@ -26,7 +26,8 @@ EVALUATION_COLUMNS = ["trial_id", "trial", "params", "selection_id", "method", "
                       "dataset", "samples"]
 LATENCY_COLUMNS = ["trial_id", "trial", "params", "selection_id", "method", "backend", "provenance", "hardware",
                    "ratio", "latency_us", "cycles", "speedup_vs_int8", "layers", "top1"]
-FRONT_KEYS = ["backend", "provenance", "ratio", "method", "top1", "latency_us"]
+FRONT_COLUMNS = ["backend", "provenance", "ratio", "method", "top1", "latency_us", "trial", "point"]
+POINT_KEY = ["trial", "backend", "ratio"]  # one latency row each (a trial has one selection)
 SCHEDULE_COLUMNS = ["id", "name", "cron", "timezone", "enabled", "next_run", "last_slot", "last_status", "problem"]
 RUN_COLUMNS = ["id", "slot", "schedule", "status", "job_status", "study", "open", "submitter", "message", "claimed",
                "finished"]
@@ -157,12 +158,15 @@ def results(url: str, study_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
 def pareto_points(url: str, study_id: int) -> pd.DataFrame:
-    """The study's stored Pareto front per backend, each point with the trial(s) and config it came from."""
-    front = pd.DataFrame(repository(url).pareto(study_id), columns=FRONT_KEYS)
+    """The study's stored Pareto front per backend as `Repository.pareto` gives it (each point once,
+    with its trial and `point`, the index `flexiq studies pareto` prints and `flexiq export --point`
+    takes on the first backend), each point with its trial's config and its speed-up over INT8."""
+    front = pd.DataFrame(repository(url).pareto(study_id), columns=FRONT_COLUMNS)
     _, latencies = results(url, study_id)
-    points = front.merge(latencies.drop(columns="label"), on=FRONT_KEYS, how="left")
+    extra = latencies.drop(columns=[c for c in latencies.columns if c in FRONT_COLUMNS and c not in POINT_KEY])
+    points = front.merge(extra.drop(columns="label"), on=POINT_KEY, how="left")
     points["label"] = [backend_label(b, p) for b, p in zip(points["backend"], points["provenance"])]
-    return in_study_backend_order(points, url, study_id, ["latency_us"])
+    return in_study_backend_order(points, url, study_id, ["point"])
 
 
 def in_study_backend_order(frame: pd.DataFrame, url: str, study_id: int, then: list[str]) -> pd.DataFrame:
@@ -173,25 +177,30 @@ def in_study_backend_order(frame: pd.DataFrame, url: str, study_id: int, then: l
             .drop(columns="rank").reset_index(drop=True))
 
 
+def mean_latency_column(backend: str) -> str:
+    return f"mean latency on {backend} (µs)"
+
+
 @st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
-def trials(url: str, study_id: int, backends: tuple[str, ...]) -> pd.DataFrame:
-    """The study's trials (its Optuna trials) with the two objectives Optuna ranks them on: the mean
-    top-1 over the 4-bit levels and the mean latency over those levels on the first backend."""
-    rows = repository(url).list_trials(study_id)
-    evaluations, latencies = results(url, study_id)
-    levels = evaluations[evaluations["ratio"] > 0]
-    mean_top1 = levels.groupby("trial")["top1"].mean()
-    first = latencies[(latencies["backend"] == backends[0]) & (latencies["ratio"] > 0)] if backends else latencies[:0]
-    mean_latency = first.groupby("trial")["latency_us"].mean()
-    latency_column = f"mean latency on {backends[0]} (µs)" if backends else "mean latency (µs)"
-    return pd.DataFrame.from_records(
-        [{"trial": t["number"], "Optuna trial": t["optuna_trial_number"], "status": t["status"],
-          "config": config_label(t["params"]), "mean top-1 (%)": mean_top1.get(t["number"]),
-          latency_column: mean_latency.get(t["number"]), "started": pd.Timestamp(t["created"]),
-          "finished": pd.Timestamp(t["finished"]) if t["finished"] else pd.NaT, "trial_id": t["id"]}
-         for t in rows],
-        columns=["trial", "Optuna trial", "status", "config", "mean top-1 (%)", latency_column, "started", "finished",
-                 "trial_id"])
+def trials(url: str, study_id: int) -> pd.DataFrame:
+    """The study's trials (its Optuna trials) with their objectives as `flexiq studies show` prints
+    them (`Repository.trial_summaries`): the mean top-1 over the 4-bit levels and, per backend, the
+    mean latency over those levels (Optuna ranks on the first backend's)."""
+    repo = repository(url)
+    backends = study(url, study_id)["backends"]
+    objectives = {summary["number"]: summary for summary in repo.trial_summaries(study_id)}
+    latency_columns = [mean_latency_column(backend) for backend in backends]
+    records = []
+    for t in repo.list_trials(study_id):
+        means = objectives.get(t["number"], {"mean_top1": None, "mean_latency_us": {}})
+        records.append({"trial": t["number"], "Optuna trial": t["optuna_trial_number"], "status": t["status"],
+                        "config": config_label(t["params"]), "mean top-1 (%)": means["mean_top1"],
+                        **{column: means["mean_latency_us"].get(backend)
+                           for backend, column in zip(backends, latency_columns)},
+                        "started": pd.Timestamp(t["created"]),
+                        "finished": pd.Timestamp(t["finished"]) if t["finished"] else pd.NaT, "trial_id": t["id"]})
+    return pd.DataFrame.from_records(records, columns=["trial", "Optuna trial", "status", "config", "mean top-1 (%)",
+                                                       *latency_columns, "started", "finished", "trial_id"])
 
 
 @st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
@@ -216,15 +225,25 @@ def trial_config(config: dict, params: dict) -> dict:
     return {**plain, **params}
 
 
-def channel_shares(selection_text: str) -> pd.DataFrame:
+def layer_names(breakdowns) -> list[str]:
+    """Every quantized layer of the model in model order, from a trial's per-layer latencies (the
+    backends time every layer, the ones kept INT8 too; the selection lists only the layers eligible
+    for 4-bit). Empty when no breakdown was stored."""
+    return list(dict.fromkeys(layer["name"] for breakdown in breakdowns if breakdown for layer in breakdown))
+
+
+def channel_shares(selection_text: str, all_layers: list[str] = ()) -> pd.DataFrame:
     """Per layer (rows, in model order) and nested level (columns), the share of the layer's channel
-    groups that run in 4-bit: the level's boundary over the layer's number of groups."""
+    groups that run in 4-bit: the level's boundary over the layer's number of groups. Layers of
+    `all_layers` the selection does not hold are kept INT8 (first conv, classifier, depthwise convs,
+    as the quant config says): rows of NaN, in their place."""
     selection = json.loads(selection_text)
     levels = [float(level) for level in selection["levels"]]
-    return pd.DataFrame.from_dict(
+    shares = pd.DataFrame.from_dict(
         {name: [boundary / len(layer["order"]) for boundary in layer["boundaries"]]
          for name, layer in selection["layers"].items()},
         orient="index", columns=levels)
+    return shares.reindex(list(dict.fromkeys([*all_layers, *shares.index])))
 
 
 def group_counts(selection_text: str) -> pd.Series:

@@ -1,6 +1,8 @@
-"""Study: one search's results. Its Pareto fronts per latency backend, accuracy and latency against
-the 4-bit ratio, a trial's channel map and per-layer latency, the Optuna trials, and the selection
-and config files to download. While the search runs, the page redraws itself with its progress."""
+"""Study: one search's results. Its Pareto fronts per latency backend (a chart, and a table numbered
+as `flexiq export --point` takes them), accuracy and latency against the 4-bit ratio, a trial's
+channel map (the layers kept INT8 included) and per-layer latency, the Optuna trials, and the
+selection and config files to download. While the search runs, the page redraws itself with its
+progress."""
 
 from __future__ import annotations
 
@@ -48,6 +50,9 @@ if running and not pd.isna(summary["heartbeat"]):
     st.caption(f"The search driver last reported {ago(summary['heartbeat'])} ago (it does after every generation).")
 
 
+FRONT_TABLE_COLUMNS = ["label", "point", "trial", "ratio", "top1", "latency", "speedup_vs_int8", "method", "config"]
+
+
 def plot(figure, key: str) -> None:
     st.plotly_chart(figure, key=key, theme=None)
 
@@ -65,19 +70,51 @@ def progress_and_results() -> None:
     if latencies.empty:
         st.info("No results yet: a trial's accuracy and latencies are stored when the trial ends.")
     else:
-        plot(charts.pareto(latencies, data.pareto_points(url, study_id)), "pareto")
+        front = data.pareto_points(url, study_id)
+        plot(charts.pareto(latencies, front), "pareto")
+        show_front(front, latencies)
         plot(charts.accuracy_latency_by_ratio(evaluations, latencies), "by-ratio")
         show_trial(evaluations, latencies)
     st.subheader("Trials")
-    st.caption("The study's Optuna trials (NSGA-II) and the two objectives they are ranked on.")
-    trials = data.trials(url, study_id, tuple(study["backends"]))
-    latency_column = next(column for column in trials.columns if column.startswith("mean latency"))
-    st.dataframe(trials.drop(columns="trial_id"), hide_index=True, column_config={
+    st.caption("The study's Optuna trials (NSGA-II) and their objectives, as `flexiq studies show` prints them: the "
+               "mean top-1 and the mean latency per backend over the 4-bit levels (Optuna ranks on the first "
+               f"backend's, {study['backends'][0]}).")
+    trials, latency_formats = data.trials(url, study_id).drop(columns="trial_id"), {}
+    for backend in study["backends"]:  # each backend's mean latencies in their own unit
+        stored = data.mean_latency_column(backend)
+        unit = charts.latency_unit(trials[stored])
+        shown = f"mean latency on {backend} ({unit.symbol})"
+        trials[stored] = unit.scale(trials[stored])
+        trials = trials.rename(columns={stored: shown})
+        latency_formats[shown] = st.column_config.NumberColumn(format=unit.number_format)
+    st.dataframe(trials, hide_index=True, column_config={
         "mean top-1 (%)": st.column_config.NumberColumn(format="%.2f"),
-        latency_column: st.column_config.NumberColumn(format="%.2f"),
+        **latency_formats,
         "started": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm:ss"),
         "finished": st.column_config.DatetimeColumn("finished (UTC)", format="YYYY-MM-DD HH:mm:ss"),
     })
+
+
+def show_front(front: pd.DataFrame, latencies: pd.DataFrame) -> None:
+    """The Pareto points as a table, numbered as `flexiq studies pareto` numbers them, saying which
+    backend's numbers `flexiq export --point` takes; latencies in the unit of their backend's panel."""
+    first = front.loc[front["backend"] == study["backends"][0], "label"]
+    export_backend = first.iloc[0] if not first.empty else study["backends"][0]
+    units = charts.backend_units(latencies)
+    table = front.assign(latency=[units[label].text(us) for label, us in zip(front["label"], front["latency_us"])])
+    st.dataframe(table[FRONT_TABLE_COLUMNS], hide_index=True, column_config={
+        "label": "backend",
+        "point": st.column_config.NumberColumn(
+            "point", help="the point's place on its backend's front, fastest first; `flexiq export --point` "
+                          f"takes the first backend's, {export_backend}"),
+        "ratio": st.column_config.NumberColumn("ratio (4-bit share)", format="percent"),
+        "top1": st.column_config.NumberColumn("top-1 (%)", format="%.2f"),
+        "latency": st.column_config.TextColumn(help="in the unit of its backend's panel above"),
+        "speedup_vs_int8": st.column_config.NumberColumn("speed-up vs INT8", format="%.2fx"),
+    })
+    st.caption(f"The Pareto points of each backend, fastest first, as `flexiq studies pareto {study_id}` lists them. "
+               f"`flexiq export --study {study_id} --point N` exports point N of the first backend, "
+               f"**{export_backend}**; a point of another backend exports with `--trial` and its trial.")
 
 
 def show_trial(evaluations: pd.DataFrame, latencies: pd.DataFrame) -> None:
@@ -94,8 +131,16 @@ def show_trial(evaluations: pd.DataFrame, latencies: pd.DataFrame) -> None:
     selection = data.selection_json(url, trial_id)
     channels, per_layer = st.columns(2)
     with channels:
-        shares = data.channel_shares(selection)
+        shares = data.channel_shares(selection, data.layer_names(rows["layers"]))
         plot(charts.channel_map(shares, data.group_counts(selection), f"Channel map of trial {trial}"), "channel-map")
+        kept = shares.index[shares.isna().all(axis=1)]
+        if len(kept):
+            st.caption(f"Grey, {charts.KEPT_INT8}: {len(kept)} layer(s) the quant config keeps INT8 at every level "
+                       "(not eligible for 4-bit: e.g. the first conv, the classifier, depthwise convs).")
+        else:
+            st.caption("No layer is kept INT8 in this model." if rows["layers"].notna().any() else
+                       "Only the layers eligible for 4-bit: this result has no per-layer latencies to name the "
+                       "layers kept INT8.")
     with per_layer:
         backend_column, ratio_column = st.columns(2)
         label = backend_column.selectbox("Backend", list(dict.fromkeys(rows["label"])), key="layer-backend")
