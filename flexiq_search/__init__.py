@@ -6,7 +6,7 @@ package (and `flexiq --help`) does not load torch.
 
 __version__ = "0.1.0"
 
-_API = ("quantize", "FlexiQModel", "Evaluation", "LevelAccuracy", "LatencyReport")
+_API = ("quantize", "restore", "FlexiQModel", "Evaluation", "LevelAccuracy", "LatencyReport")
 __all__ = [*_API, "__version__"]
 
 

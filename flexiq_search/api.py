@@ -68,7 +68,12 @@ class LatencyReport:
 
 
 def as_dataset(data: Any, model: nn.Module | None = None, *, split: str = "test") -> Dataset:
-    """`data` as a Dataset of (image, label) pairs (label -1 where none was given)."""
+    """`data` as a Dataset of (image, label) pairs (label -1 where none was given). A dataset spec or
+    a `DatasetBundle` gives its `split` ("train" calibrates, "test" is scored; never the same images)."""
+    from .data import DatasetBundle
+
+    if isinstance(data, DatasetBundle):
+        return data.test if split == "test" else data.train
     if isinstance(data, str):
         from .data import get_dataset
 
@@ -88,16 +93,12 @@ def as_dataset(data: Any, model: nn.Module | None = None, *, split: str = "test"
                       f"got {type(data).__name__}")
 
 
-def image_batches(data: Any, model: nn.Module | None, samples: int, batch_size: int = 32) -> list[torch.Tensor]:
-    """A fixed sample of `samples` images of `data` (the same on every run), in batches."""
-    from .data import fixed_subset
+def image_batches(data: Any, model: nn.Module | None, samples: int) -> list[torch.Tensor]:
+    """A fixed sample of `samples` images of `data` (the same on every run, and the same sample the
+    CLI's `--calibration N` takes), in batches."""
+    from .data import image_batches_of, sample_images
 
-    dataset = fixed_subset(as_dataset(data, model, split="train"), samples, seed=1)
-    batches = [batch[0] if isinstance(batch, (tuple, list)) else batch
-               for batch in DataLoader(dataset, batch_size=batch_size)]
-    if not batches:
-        raise FlexiqError("no calibration images")
-    return batches
+    return image_batches_of(sample_images(as_dataset(data, model, split="train"), samples))
 
 
 def build_model(source: str, weights: str | None = None, **model_kwargs) -> nn.Module:
@@ -191,10 +192,11 @@ class FlexiQModel(nn.Module):
         if not self.levels:
             raise FlexiqError("select (or apply) a selection before measuring its latency")
         example = torch.zeros([batch, *self.input_shape[1:]])
-        raw = create_backend(backend).measure(self.quantized, example, self.levels, self.source or "model")
+        raw = create_backend(backend).measure(self.quantized, example, [0.0, *self.levels], self.source or "model")
         self.set_ratio(0)
-        return LatencyReport(raw["backend"], raw["provenance"], raw["hardware"], raw["int8_latency_us"],
-                             {float(r["ratio"]): r["latency_us"] for r in raw["ratios"]}, raw)
+        per_ratio = {float(r["ratio"]): r["latency_us"] for r in raw["ratios"]}
+        int8 = per_ratio.pop(0.0)  # every backend reports INT8 as ratio 0 (as a search stores it)
+        return LatencyReport(raw["backend"], raw["provenance"], raw["hardware"], int8, per_ratio, raw)
 
     def finetune(self, data: Any, config=None) -> dict:
         """Label-free distillation from the float model on `data` (images; labels are not needed),
@@ -235,18 +237,42 @@ class FlexiQModel(nn.Module):
 
 
 def quantize(model: nn.Module | str, calibration: Any, config: QuantConfig | None = None, *, samples: int = 512,
-             weights: str | None = None, **model_kwargs) -> FlexiQModel:
+             weights: str | None = None, model_kwargs: dict | None = None, **source_kwargs) -> FlexiQModel:
     """Calibrate and convert `model` into one INT8 FlexiQ model (no 4-bit level yet: `select` next).
 
     `config` defaults to the recommended quantization (config.RECOMMENDED_QUANT, measured on
-    ImageNet in docs/RESULTS.md). A model given by source keeps it, so `export` can name it.
+    ImageNet in docs/RESULTS.md). A model given by source keeps it, so `export` can name it;
+    `source_kwargs` go to its factory. `model_kwargs`: how an already built model's source rebuilds it
+    (what export stores). Every command of the CLI, the search and export convert through here.
     """
     from .quant.convert import convert_model
 
-    float_model = build_model(model, weights, **model_kwargs) if isinstance(model, str) else model.eval()
+    float_model = build_model(model, weights, **source_kwargs) if isinstance(model, str) else model.eval()
     config = config or QuantConfig(**RECOMMENDED_QUANT)
-    batches = image_batches(calibration, float_model, samples)
+    batches = calibration if _is_batches(calibration) else image_batches(calibration, float_model, samples)
     quantized = convert_model(float_model, batches, config)
-    flexiq = FlexiQModel(float_model, quantized, config, list(batches[0].shape), model_kwargs=model_kwargs)
+    flexiq = FlexiQModel(float_model, quantized, config, list(batches[0].shape),
+                         model_kwargs={**(model_kwargs or {}), **source_kwargs})
     flexiq.calibration_images = torch.cat(batches)
+    return flexiq
+
+
+def _is_batches(data: Any) -> bool:
+    """A list of image tensors: calibration already sampled and batched (used as given)."""
+    return isinstance(data, list) and bool(data) and all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in data)
+
+
+def restore(float_model: nn.Module, quant: QuantConfig, input_shape: Sequence[int], state: dict,
+            selection=None, *, source: str | None = None, model_kwargs: dict | None = None) -> FlexiQModel:
+    """A FlexiQ model rebuilt from stored values (an export, a finetuned checkpoint): converting once
+    on a blank image builds the module structure, then `state` replaces every value. Raises what
+    `load_state_dict` raises on a state of another model (callers say which file)."""
+    from .quant.convert import convert_model
+
+    float_model = float_model.eval()
+    quantized = convert_model(float_model, [torch.zeros(list(input_shape))], quant)
+    quantized.load_state_dict(state)
+    flexiq = FlexiQModel(float_model, quantized, quant, input_shape, source, model_kwargs)
+    if selection is not None:
+        flexiq.apply(selection)
     return flexiq

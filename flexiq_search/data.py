@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .errors import FlexiqError
 
@@ -109,6 +109,15 @@ def model_label_names(model: torch.nn.Module | None) -> tuple[list[str], list[st
         return None
     info = ImageNetInfo(subset)
     return info.label_names(), info.label_descriptions()
+
+
+def model_image_size(model: torch.nn.Module | None) -> tuple[int, int] | None:
+    """The (height, width) a model was built for when it only takes that size (a timm ViT made with
+    `img_size=32` still carries its 224-pixel pretrained config), else None."""
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if isinstance(size, int):
+        size = (size, size)
+    return tuple(int(s) for s in size) if isinstance(size, (tuple, list)) and len(size) == 2 else None
 
 
 def _normalized(name: str) -> str:
@@ -259,6 +268,9 @@ def imagefolder(argument: str | None = None, *, model=None, calibration_share: f
     if not root.is_dir():
         raise FlexiqError(f"image folder not found: {root}")
     config = resolve_data_config({}, model=model) if model is not None else resolve_data_config({})
+    fixed_size = model_image_size(model)
+    if fixed_size is not None:  # the size the model was built for, not its pretrained config's
+        config["input_size"] = (config["input_size"][0], *fixed_size)
     transform = create_transform(**config)
     shape = {"in_chans": config["input_size"][0], "image_size": config["input_size"][-1]}
     if not any(p.is_dir() for p in root.iterdir()):
@@ -319,3 +331,21 @@ def fixed_subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
         return dataset
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
     return Subset(dataset, order.tolist())
+
+
+CALIBRATION_BATCH = 64  # observers see calibration in batches of this size (percentiles are per batch)
+
+
+def sample_images(dataset: Dataset, samples: int, what: str = "the data") -> Dataset:
+    """The calibration sample of `dataset`: a fixed subset (seed 1), the same images on every run."""
+    if samples < 1:
+        raise FlexiqError(f"calibration needs at least 1 sample, got {samples}")
+    if len(dataset) == 0:
+        raise FlexiqError(f"{what} has no calibration images")
+    return fixed_subset(dataset, samples, seed=1)
+
+
+def image_batches_of(dataset: Dataset, batch_size: int = CALIBRATION_BATCH) -> list[torch.Tensor]:
+    """The images of a dataset of images or (image, label) pairs, in batches (labels dropped)."""
+    return [batch[0] if isinstance(batch, (tuple, list)) else batch
+            for batch in DataLoader(dataset, batch_size=batch_size)]

@@ -10,15 +10,15 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from .config import QuantConfig, config_to_dict
-from .data import (DEFAULT_CALIBRATION_SHARE, DatasetBundle, calibration_source, dataset_items, fixed_subset,
-                   get_dataset, parse_dataset_spec)
+from .data import (CALIBRATION_BATCH, DEFAULT_CALIBRATION_SHARE, DatasetBundle, calibration_source, dataset_items,
+                   fixed_subset, get_dataset, image_batches_of, parse_dataset_spec, sample_images)
 from .errors import FlexiqError
 from .models import create_model, get_model_entry, load_checkpoint_model
 from .models.checkpoint import CHECKPOINT_FORMAT, check_model_name, read_checkpoint
-from .quant.convert import convert_model, mac_share_4bit, set_ratio
+from .api import quantize
+from .quant.convert import mac_share_4bit, set_ratio
 from .selection import Selection, apply_selection, create_strategy
 from .training import accuracy
 
@@ -81,16 +81,12 @@ def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None, 
 
 def calibration_set(bundle: DatasetBundle, samples: int):
     """A fixed sample of the calibration split (the same images on every run)."""
-    if samples < 1:
-        raise FlexiqError(f"calibration needs at least 1 sample, got {samples}")
-    if len(bundle.train) == 0:
-        raise FlexiqError(f"{bundle.name} has no calibration images ({bundle.split})")
-    return fixed_subset(bundle.train, samples, seed=1)
+    return sample_images(bundle.train, samples, f"{bundle.name} ({bundle.split})")
 
 
-def calibration_batches(bundle: DatasetBundle, samples: int, batch_size: int = 64) -> list[torch.Tensor]:
+def calibration_batches(bundle: DatasetBundle, samples: int, batch_size: int = CALIBRATION_BATCH) -> list[torch.Tensor]:
     """`calibration_set` as batches of images."""
-    return [images for images, _ in DataLoader(calibration_set(bundle, samples), batch_size=batch_size)]
+    return image_batches_of(calibration_set(bundle, samples), batch_size)
 
 
 def data_provenance(bundle: DatasetBundle, calibration, evaluated) -> dict:
@@ -133,12 +129,12 @@ def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibra
     report = {"model": prepared.name, "dataset": bundle.name, "samples": len(test)}
     report["fp32"] = measure(prepared.model, "FP32")
     calibration_images = calibration_set(bundle, calibration)
-    batches = calibration_batches(bundle, calibration)
+    batches = image_batches_of(calibration_images)
     if prepared.quantized is not None:
         qmodel = prepared.quantized
         set_ratio(qmodel, 0)
     else:
-        qmodel = convert_model(prepared.model, batches, quant)
+        qmodel = quantize(prepared.model, batches, quant).quantized
     report["int8"] = measure(qmodel, "INT8")
     levels = sorted({float(r) for r in ratios if r > 0})
     if selection is None and levels:

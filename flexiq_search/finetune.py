@@ -28,8 +28,8 @@ from .data import DatasetBundle, fixed_subset
 from .errors import FlexiqError, first_line
 from .models import create_model
 from .models.checkpoint import save_atomically
-from .quant.convert import convert_model, mixed_layers, set_ratio
-from .selection import Selection, apply_selection
+from .quant.convert import mixed_layers, set_ratio
+from .selection import Selection
 from .training import augment
 
 QUANTIZED_FORMAT = "flexiq-quantized-checkpoint"
@@ -137,15 +137,14 @@ def load_quantized_checkpoint(payload: dict) -> tuple[nn.Module, nn.Module, Sele
     """(FP32 model, converted model with its selection applied, selection, quant config)."""
     if payload.get("version") != QUANTIZED_VERSION:
         raise FlexiqError(f"quantized checkpoint version {payload.get('version')} is not supported")
+    from .api import restore
+
     float_model = create_model(payload["model"], **payload["model_kwargs"])
     try:
         float_model.load_state_dict(payload["fp32_state"])
         quant = config_from_dict(payload["quant_config"])
         selection = Selection.from_json(payload["selection"])
-        # Converting again rebuilds the module structure; the stored state then replaces every value.
-        qmodel = convert_model(float_model.eval(), [torch.zeros(payload["input_shape"])], quant)
-        qmodel.load_state_dict(payload["quant_state"])
+        flexiq = restore(float_model, quant, payload["input_shape"], payload["quant_state"], selection)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise FlexiqError(f"quantized checkpoint does not fit {payload['model']}: {first_line(exc)}") from None
-    apply_selection(qmodel, selection)
-    return float_model.eval(), qmodel, selection, quant
+    return flexiq.float_model, flexiq.quantized, selection, quant

@@ -24,9 +24,10 @@ from torch import nn
 from .config import SearchConfig
 from .data import fixed_subset, parse_dataset_spec
 from .errors import FlexiqError
-from .evaluation import PreparedModel, calibration_batches, prepare_model
+from .api import quantize
+from .evaluation import PreparedModel, prepare_model
 from .models import get_model_entry
-from .quant.convert import convert_model, set_ratio
+from .quant.convert import set_ratio
 from .selection import apply_selection
 from .selection.evolution import BatchEvaluator, split_validation
 from .selection.fitness import FitnessEvaluator
@@ -195,9 +196,8 @@ class SearchRunner:
         """Select, (finetune), evaluate and measure one configuration; store it as one result."""
         levels = sorted(float(r) for r in config.ratios)
         quant = config.quant_config()
-        batches = calibration_batches(prepared.bundle, config.calibration)
-        images = torch.cat(batches)
-        qmodel = convert_model(prepared.model, batches, quant)
+        flexiq = quantize(prepared.model, prepared.bundle, quant, samples=config.calibration)
+        qmodel, images = flexiq.quantized, flexiq.calibration_images
         strategy = config.evolution()
         stored = self.repo.load_checkpoint(trial_id, EVOLUTION_CHECKPOINT)
         resume = json.loads(zlib.decompress(stored)) if stored else None

@@ -93,3 +93,24 @@ def test_a_layer_the_converter_cannot_represent_is_named_in_one_line():
     with pytest.raises(FlexiqError) as caught:
         flexiq_search.quantize(model, torch.randn(4, 3, 8, 8), samples=4)
     assert str(caught.value) == "cannot quantize layer '1' (Conv2d): only zero-padded convolutions can be quantized"
+
+
+def test_the_pipeline_is_written_once():
+    """Calibrate-and-convert lives in `quantize` and rebuild-from-stored-values in `restore`: no other
+    module of the product converts a model itself (benchmarks may, to measure the pieces)."""
+    converting = [str(path.relative_to(ROOT)) for folder in ("flexiq_search", "workers", "kernels", "dashboard")
+                  for path in (ROOT / folder).rglob("*.py")
+                  if "convert_model(" in path.read_text() and not path.match("flexiq_search/quant/*")
+                  and path.name != "api.py"]
+    assert converting == []
+
+
+def test_the_api_and_the_cli_calibrate_on_the_same_images():
+    from flexiq_search.data import get_dataset
+    from flexiq_search.evaluation import calibration_batches
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    bundle = get_dataset("digits")
+    fq = flexiq_search.quantize(model, bundle, samples=40)
+    assert torch.equal(fq.calibration_images, torch.cat(calibration_batches(bundle, 40)))
+    assert torch.equal(flexiq_search.quantize(model, "digits", samples=40).calibration_images, fq.calibration_images)

@@ -10,7 +10,6 @@ import torch
 from ..config import SearchConfig, config_from_dict
 from ..errors import FlexiqError
 from .controller import create_controller
-from .export import export_model
 from .runtime import FlexiqRuntime
 from .serving import arrivals, peak_classifier, rate_function, serve
 
@@ -23,9 +22,9 @@ def export_study(repo, study: str, out: str, trial: int | None = None, point: in
     with the trial's quant config and calibration set (deterministic), then the stored selection is
     applied. Finetuned trials cannot be rebuilt that way and are refused.
     """
-    from ..evaluation import calibration_batches, prepare_model
-    from ..quant.convert import convert_model
-    from ..selection import Selection, apply_selection
+    from ..api import quantize
+    from ..evaluation import prepare_model
+    from ..selection import Selection
 
     found = repo.get_study(int(study) if str(study).isdigit() else study)
     if found is None:
@@ -55,19 +54,16 @@ def export_study(repo, study: str, out: str, trial: int | None = None, point: in
     trial_config = dataclasses.replace(config, **row["params"])
     if trial_config.finetune_epochs:
         raise FlexiqError(f"trial {chosen} was finetuned; finetuned weights are not stored, so it cannot be exported")
-    prepared = prepare_model(config.model, config.dataset, config.checkpoint)
-    quant = trial_config.quant_config()
-    batches = calibration_batches(prepared.bundle, trial_config.calibration)
-    qmodel = convert_model(prepared.model, batches, quant)
-    selection = Selection.from_json(repo.selection_for_trial(row["trial_id"]))
-    apply_selection(qmodel, selection)
+    prepared = prepare_model(config.model, config.dataset, config.checkpoint, weights=config.weights)
+    flexiq = quantize(prepared.model, prepared.bundle, trial_config.quant_config(), samples=trial_config.calibration,
+                      model_kwargs=prepared.model_kwargs)
+    flexiq.apply(Selection.from_json(repo.selection_for_trial(row["trial_id"])))
+    selection = flexiq.selection
     accuracy = {r["ratio"]: r["top1"] for r in results["evaluations"]
                 if r["trial"] == chosen and r["dataset"] == results["dataset"]}
     provenance = {"study": found["name"], "study_id": found["id"], "trial": chosen, "params": row["params"],
                   "dataset": results["dataset"], "samples": row["samples"]}
-    path = export_model(out, qmodel, model_name=config.model, model_kwargs=prepared.model_kwargs or {},
-                        input_shape=[1, *batches[0].shape[1:]], quant=quant, selection=selection,
-                        accuracy=accuracy, provenance=provenance)
+    path = flexiq.export(out, accuracy=accuracy, provenance=provenance)
     return {"path": str(path), "study": found["name"], "trial": chosen, "levels": list(selection.levels),
             "accuracy": accuracy}
 

@@ -102,17 +102,16 @@ def read_export(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]
 
 def load_export(path: str | os.PathLike) -> ExportedModel:
     """Rebuild the converted model from an export: structure from the model registry, every value from the file."""
+    from ..api import restore
     from ..models import create_model
-    from ..quant.convert import convert_model
-    from ..selection import Selection, apply_selection
+    from ..selection import Selection
 
     manifest, tensors = read_export(path)
     try:
         quant = config_from_dict(manifest["quant_config"])
-        model = create_model(manifest["model"], **manifest["model_kwargs"]).eval()
-        qmodel = convert_model(model, [torch.zeros(manifest["input_shape"])], quant)
-        qmodel.load_state_dict(tensors)
-        apply_selection(qmodel, Selection.from_json(json.dumps(manifest["selection"])))
+        model = create_model(manifest["model"], **manifest["model_kwargs"])
+        flexiq = restore(model, quant, manifest["input_shape"], tensors,
+                         Selection.from_json(json.dumps(manifest["selection"])))
     except (RuntimeError, KeyError, ValueError) as exc:
         raise FlexiqError(f"{path} does not fit model {manifest.get('model')}: {first_line(exc)}") from None
-    return ExportedModel(qmodel.eval(), manifest)
+    return ExportedModel(flexiq.quantized.eval(), manifest)
