@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e ".[dev]" $(TORCH)
+	$(PIP) install --quiet -e ".[all,dev]" $(TORCH)
 	touch $@
 
 install: $(VENV)/.installed

@@ -18,7 +18,7 @@ from .errors import FlexiqError, first_line
 from .home import data_home
 
 EXIT_BAD_INPUT = 2
-EXIT_UNAVAILABLE = 3  # a latency backend that cannot run on this machine
+EXIT_UNAVAILABLE = 3  # a latency backend that cannot run on this machine, or a part not installed
 DEFAULT_RATIOS = "0,0.25,0.5,0.75,1"
 
 
@@ -362,18 +362,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def converted_with_images(args: argparse.Namespace, selection=None):
     """(prepared FP32 model, quant config, converted model, calibration images) for select/finetune."""
-    import torch
-
-    from .evaluation import calibration_batches, prepare_model
-    from .quant.convert import convert_model
+    from .api import quantize
+    from .evaluation import prepare_model
 
     quant = quant_config(args, selection)
     prepared = prepare_model(args.model, args.dataset, args.checkpoint, weights=getattr(args, "weights", None),
                              **data_options(args))
     if prepared.quantized is not None:
         raise FlexiqError(f"{args.checkpoint} is already quantized; pass the FP32 checkpoint")
-    batches = calibration_batches(prepared.bundle, calibration_size(args, selection))
-    return prepared, quant, convert_model(prepared.model, batches, quant), torch.cat(batches)
+    flexiq = quantize(prepared.model, prepared.bundle, quant, samples=calibration_size(args, selection))
+    return prepared, quant, flexiq.quantized, flexiq.calibration_images
 
 
 def cmd_select(args: argparse.Namespace) -> None:
@@ -458,8 +456,8 @@ def cmd_latency(args: argparse.Namespace) -> None:
 
     from kernels.npu_sim import NpuConfig
     from .latency import create_backend
+    from .api import quantize
     from .models import create_model, get_model_entry
-    from .quant.convert import convert_model
     from .selection import apply_selection, create_strategy
     from .selection.base import validate_levels
 
@@ -487,7 +485,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
         generator = torch.Generator().manual_seed(0)
         images = torch.randn(args.calibration or 16, args.in_chans, args.image_size, args.image_size,
                              generator=generator)
-        qmodel = convert_model(float_model, images.split(8), quant)
+        qmodel = quantize(float_model, list(images.split(8)), quant).quantized
     if selection is None and levels:
         selection = create_strategy(args.method, budget=quant.budget).select(qmodel, levels, images)
     if selection is not None:
@@ -791,6 +789,11 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     """Streamlit on `dashboard/app.py`, replacing this process. The database is opened read-only
     first, so an empty, unreachable or outdated one is the usual one-line error. The URL reaches the
     app in $FLEXIQ_DB, not on its command line, where other users could read the password."""
+    import importlib.util
+
+    for module in ("streamlit", "plotly"):  # the 'dashboard' extra: said here, not by the replaced process
+        if importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
     from .store import Repository, default_db_url, redact_url
 
     url = args.db or default_db_url()
@@ -856,7 +859,7 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "select": cmd_select, 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .allocator import keep_freed_memory
-    from .latency.base import BackendUnavailable
+    from .errors import BackendUnavailable
 
     keep_freed_memory()
     try:
@@ -868,6 +871,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except BackendUnavailable as exc:
         print(f"flexiq: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ModuleNotFoundError as exc:  # a part of flexiq that was not installed (pyproject's extras)
+        from .extras import missing_extra
+
+        answer = missing_extra(exc)
+        if answer is None:
+            raise
+        print(f"flexiq {args.command}: {answer}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except (FlexiqError, ValueError, argparse.ArgumentTypeError) as exc:  # the last: a flag parsed by hand
         print(f"flexiq: error: {exc}", file=sys.stderr)

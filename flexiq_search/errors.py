@@ -10,3 +10,8 @@ def first_line(exc: BaseException) -> str:
     raises bare EOFError on an empty file)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class BackendUnavailable(FlexiqError):
+    """A latency backend cannot run on this machine (the reason is the message). Defined here, not in
+    `latency`, so the CLI can catch it without importing torch."""

@@ -8,12 +8,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import FlexiqError
+from ..errors import BackendUnavailable, FlexiqError  # noqa: F401  (BackendUnavailable: re-exported)
 from ..registry import Registry
-
-
-class BackendUnavailable(FlexiqError):
-    """This backend cannot run on this machine (the reason is the message)."""
 
 
 class LatencyBackend(abc.ABC):

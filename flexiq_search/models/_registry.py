@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import FlexiqError
+
+if TYPE_CHECKING:  # listing the registry imports no torch (`flexiq models` stays fast)
+    from torch import nn
 
 __all__ = ["ModelEntry", "register_model", "list_models", "get_model_entry", "create_model"]
 
@@ -53,10 +54,10 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def get_model_entry(name: str) -> ModelEntry:
     """The registry's entry, else user code (`package.module:factory`), else a timm architecture."""
-    from . import sources
-
     if name in _MODELS:
         return _MODELS[name]
+    from . import sources
+
     if sources.is_import_path(name):
         sources.import_factory(name)  # fails fast, before any data, weights or store row
         return ModelEntry(name, sources.user_factory(name), "cnn", sources.USER_CODE, sources.USER_CODE, "import")

