@@ -395,8 +395,9 @@ class Repository:
                 session.add_all(ParetoPoint(study_id=study_id, **point) for point in pareto_front(list(points)))
 
     def pareto(self, study_id: int) -> list[dict]:
-        """The study's stored Pareto points, by backend, then fastest first. Each carries its trial's
-        number and `point`, its index on its backend's front: what `flexiq export --point` takes.
+        """The study's stored Pareto points, by backend in the study's order (its first backend, the one
+        `flexiq export --point` reads, first), then fastest first. Each carries its trial's number and
+        `point`, its index on its backend's front: what `flexiq export --point` takes.
         Points equal in all but their trial (two trials that drew the same values) are listed once,
         under the first trial."""
         with self._transaction(write=False) as session:
@@ -407,6 +408,9 @@ class Repository:
                 .where(ParetoPoint.study_id == study_id)
                 .order_by(ParetoPoint.backend, ParetoPoint.latency_us, ParetoPoint.top1.desc(), ParetoPoint.ratio,
                           ParetoPoint.method, Trial.number)).all()
+            order = {backend: i for i, backend in
+                     enumerate(session.scalar(select(Study.backends).where(Study.id == study_id)) or [])}
+        rows = sorted(rows, key=lambda row: order.get(row[0].backend, len(order)))  # stable: fastest first stays
         points, seen, per_backend = [], set(), Counter()
         for p, trial in rows:
             key = (p.backend, p.ratio, p.method, p.top1, p.latency_us)

@@ -276,6 +276,16 @@ def test_pareto_front_per_backend(repo):
     assert repo.pareto(other) == []
 
 
+def test_pareto_lists_the_studys_first_backend_first(repo):
+    """`export --point` reads the first backend's front: `studies pareto` and the dashboard list it first."""
+    study_id = repo.create_study("npu-first", "resnet20", "digits", {}, ["npu", "cpu"])
+    repo.add_result(repo.create_trial(study_id, 0, {}), make_selection(),
+                    [{"ratio": 0.5, "top1": 0.9, "dataset": "digits", "samples": 10}],
+                    [latency(0.5, 40), latency(0.5, 10, "npu", "simulated")])
+    repo.update_pareto(study_id)
+    assert [p["backend"] for p in repo.pareto(study_id)] == ["npu", "cpu"]
+
+
 def test_pareto_front_matches_the_definition_on_random_points():
     rng = random.Random(0)
     for _ in range(200):
