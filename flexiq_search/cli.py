@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .data import get_dataset
+    from .evaluation import check_runs_on
     from .models import create_model, get_model_entry, save_checkpoint
     from .training import accuracy, train_model
 
@@ -321,6 +322,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if get_model_entry(args.model).family == "vit":
         model_kwargs["img_size"] = bundle.image_size
     model = create_model(args.model, **model_kwargs)
+    check_runs_on(model, bundle, args.model)
     started = time.perf_counter()
     train_model(model, bundle, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                 train_samples=args.train_samples)
@@ -593,8 +595,8 @@ def run_search(args: argparse.Namespace, config, repo, url: str, submission_id: 
 
         executor = RayExecutor(address=args.address, workers=config.workers)
         submission_id = submission_id or f"ray-{executor.job_id}"
-    log(f"study {config.study_name!r} in {redact_url(url)}")
-    runner = SearchRunner(config, repo, optuna_storage_url(url), executor, log=log, submission_id=submission_id)
+    runner = SearchRunner(config, repo, optuna_storage_url(url), executor, log=log, submission_id=submission_id,
+                          store_label=redact_url(url))
     started = time.perf_counter()
     study_id = runner.run(resume=args.resume)
     log(f"search finished in {time.perf_counter() - started:.0f} s")

@@ -14,7 +14,7 @@ from torch import nn
 from .config import QuantConfig, config_to_dict
 from .data import (CALIBRATION_BATCH, DEFAULT_CALIBRATION_SHARE, DatasetBundle, calibration_source, dataset_items,
                    fixed_subset, get_dataset, image_batches_of, parse_dataset_spec, sample_images)
-from .errors import FlexiqError
+from .errors import FlexiqError, first_line
 from .models import create_model, get_model_entry, load_checkpoint_model
 from .models.checkpoint import CHECKPOINT_FORMAT, check_model_name, read_checkpoint
 from .api import quantize
@@ -53,6 +53,20 @@ def load_data(dataset: str, model: nn.Module, *, calibration_data: str | None = 
     return bundle
 
 
+@torch.no_grad()
+def check_runs_on(model: nn.Module, bundle: DatasetBundle, model_name: str) -> None:
+    """One blank forward at the dataset's image size: a model that cannot run there (a ViT patch
+    larger than the image, a stem that pools 8 px away) fails in one line before training or calibrating."""
+    was_training = model.training
+    try:
+        model.eval()(torch.zeros(1, bundle.in_chans, bundle.image_size, bundle.image_size))
+    except (RuntimeError, AssertionError, ValueError) as exc:  # timm asserts on a fixed input size
+        raise FlexiqError(f"model {model_name} cannot run on the {bundle.image_size}x{bundle.image_size} images of "
+                          f"{bundle.name} ({bundle.in_chans} channel(s)): {first_line(exc)}") from None
+    finally:
+        model.train(was_training)
+
+
 def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None, *, weights: str | None = None,
                   **data_options) -> PreparedModel:
     """The FP32 model (from a checkpoint, `weights`, or offline pretrained weights) and its dataset
@@ -67,7 +81,9 @@ def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None, 
         raise FlexiqError("give --checkpoint or --weights, not both")
     if not checkpoint:
         model = create_model(model_name, pretrained=True, weights=weights).eval()
-        return PreparedModel(model_name, model, load_data(dataset, model, **data_options), model_kwargs={})
+        bundle = load_data(dataset, model, **data_options)
+        check_runs_on(model, bundle, model_name)
+        return PreparedModel(model_name, model, bundle, model_kwargs={})
     payload = read_checkpoint(checkpoint, formats=(CHECKPOINT_FORMAT, QUANTIZED_FORMAT))
     check_model_name(checkpoint, payload, model_name)
     if is_quantized_checkpoint(payload):
@@ -75,8 +91,9 @@ def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None, 
         return PreparedModel(model_name, model, load_data(dataset, model, **data_options), qmodel, selection, quant,
                              payload["model_kwargs"])
     model, _ = load_checkpoint_model(checkpoint, expected_model=model_name, payload=payload)
-    return PreparedModel(model_name, model, load_data(dataset, model, **data_options),
-                         model_kwargs=payload["model_kwargs"])
+    bundle = load_data(dataset, model, **data_options)
+    check_runs_on(model, bundle, model_name)
+    return PreparedModel(model_name, model, bundle, model_kwargs=payload["model_kwargs"])
 
 
 def calibration_set(bundle: DatasetBundle, samples: int):

@@ -120,8 +120,11 @@ class SearchRunner:
     HEARTBEAT_SECONDS = 10.0
 
     def __init__(self, config: SearchConfig, repo, storage_url: str, executor: Executor | None = None,
-                 log: Callable[[str], None] = print, submission_id: str | None = None) -> None:
+                 log: Callable[[str], None] = print, submission_id: str | None = None,
+                 store_label: str | None = None) -> None:
+        """`store_label`: how the log names the store (a URL without its password)."""
         self.config, self.repo, self.storage_url = config, repo, storage_url
+        self.store_label = store_label
         self.executor = executor or LocalExecutor()
         self.log = log
         self.submission_id = submission_id or f"local-{os.getpid()}-{int(time.time())}"
@@ -140,6 +143,11 @@ class SearchRunner:
                               "pass --resume to continue it or --name for a new one")
         if stored is None and resume:
             raise FlexiqError(f"no study named {config.study_name!r} to resume")
+        # The model on its data before any write: one that cannot run there leaves no failed study behind.
+        prepared = prepare_model(config.model, config.dataset, config.checkpoint, weights=config.weights,
+                                 calibration_data=config.calibration_data, calibration_share=config.calibration_share)
+        if self.store_label:  # said once the inputs proved runnable: a bad input is the only line
+            self.log(f"study {config.study_name!r} in {self.store_label}")
         if stored is None:
             study_id = self.repo.create_study(config.study_name, config.model, config.dataset,
                                               storable_config(config), list(config.backends))
@@ -153,9 +161,6 @@ class SearchRunner:
                 study = optuna.create_study(study_name=f"flexiq:{config.study_name}", storage=self.storage_url,
                                             directions=["maximize", "minimize"], load_if_exists=True,
                                             sampler=optuna.samplers.NSGAIISampler(seed=config.seed))
-            prepared = prepare_model(config.model, config.dataset, config.checkpoint, weights=config.weights,
-                                     calibration_data=config.calibration_data,
-                                     calibration_share=config.calibration_share)
             trials = {t["number"]: t for t in self.repo.list_trials(study_id)}
             for number in range(config.trials):
                 known = trials.get(number)

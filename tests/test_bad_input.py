@@ -161,3 +161,29 @@ def test_an_export_into_a_path_that_cannot_be_written_is_one_line(tmp_path):
     with pytest.raises(FlexiqError, match="cannot write .*not-a-folder/m.flexiq"):
         model.export(blocker / "m.flexiq")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]
+
+
+@pytest.fixture(scope="module")
+def deit_weights(tmp_path_factory):
+    """A DeiT-Tiny state dict (random values): a model whose 16 px patches cannot cover 8 px digits."""
+    from safetensors.torch import save_file
+
+    from flexiq_search.models import create_model
+
+    path = tmp_path_factory.mktemp("deit") / "deit.safetensors"
+    save_file(create_model("deit_tiny").state_dict(), str(path))
+    return path
+
+
+@pytest.mark.parametrize("command, args", [
+    ("train", ["--dataset", "digits", "--epochs", "1", "--out", "deit.pt"]),
+    ("evaluate", ["--dataset", "digits", "--ratios", "0", "--samples", "10", "--calibration", "8"]),
+    ("search", COMMANDS["search"]),
+])
+def test_a_model_that_cannot_run_on_the_datasets_images_is_one_line(command, args, deit_weights, tmp_path,
+                                                                     monkeypatch, capsys):
+    weights = [] if command == "train" else ["--weights", str(deit_weights)]
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_exit_2(InProcess([command, "--model", "deit_tiny", *weights, *args], capsys),
+                           "model deit_tiny cannot run on the 8x8 images of digits")
+    assert studies(tmp_path / "store.db") == [] and not (tmp_path / "deit.pt").exists()
