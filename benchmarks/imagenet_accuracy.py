@@ -134,6 +134,15 @@ class Fold:
             self._converted[key] = convert_model(self.model, self.calibration.split(32), quant)
         return self._converted[key]
 
+    def fingerprint(self, quant: QuantConfig) -> str:
+        """The converted INT8 model's identity (every stored value): rows of one fold compare only when
+        they ran on the same INT8 model, whatever code or process produced it."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.converted(quant).state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def top1(self, model: torch.nn.Module) -> float:
         return accuracy(model, self.test, batch_size=32, num_classes=self.bundle.num_classes, progress=False)[0]
 
@@ -179,7 +188,8 @@ def run_row(fold: Fold, quant: QuantConfig, method: str, options: dict, levels: 
     validation = validation_photos(fold)
     quant_data = config_to_dict(quant)["_data"]
     kl = FitnessEvaluator(qmodel, validation, metric="kl", cache_bytes=0)
-    row = {"quant": quant_data, "top1": {}, "kl_validation": {}, "kl_photos": len(validation), "mac_share": {},
+    row = {"quant": quant_data, "int8_fingerprint": fold.fingerprint(quant),
+           "top1": {}, "kl_validation": {}, "kl_photos": len(validation), "mac_share": {},
            "selection_seconds": seconds,
            "provenance": selection.provenance,
            "selection": pack(selection.to_json())}
@@ -227,10 +237,13 @@ def is_current(results: dict, name: str) -> bool:
             and results[name].get("spec") == row_spec(name, results))
 
 
-def run(models: list[str], rows: list[str], folds: list[int], state: dict) -> None:
+def run(models: list[str], rows: list[str], folds: list[int], state: dict, rerun: list[str] = ()) -> None:
+    order = ["reference"] + list(TABLE) + list(FINETUNE) + [f"ablation:{a}" for a in ABLATION]
     for model in models:
         for fold_index in folds:
             results = state.setdefault(model, {}).setdefault(str(fold_index), {})
+            for name in [r for r in order if r in rerun or r.split(":")[0] in rerun]:
+                results.pop(name, None)
             wanted = [r for r in ["reference"] + list(TABLE) + list(FINETUNE) + [f"ablation:{a}" for a in ABLATION]
                       if (not is_current(results, r) or FINETUNE.get(r) in rows and not is_current(results, FINETUNE[r]))
                       and (r == "reference" or r.split(":")[0] in rows or r in rows)]
@@ -241,6 +254,13 @@ def run(models: list[str], rows: list[str], folds: list[int], state: dict) -> No
             if not wanted and not refresh:
                 continue
             fold = Fold(model, fold_index)
+            # a row measured on another INT8 model than this fold converts today (other code, another
+            # conversion) runs again: the rows of a table must share their INT8 model
+            moved = [r for r in order if r not in wanted and r in results and "int8_fingerprint" in results[r]
+                     and (r == "reference" or r.split(":")[0] in rows or r in rows)
+                     and results[r]["int8_fingerprint"] != fold.fingerprint(row_quant(r) or RECOMMENDED)]
+            wanted = [r for r in order if r in wanted or r in moved]
+            refresh = [r for r in refresh if r not in moved]
             for name in refresh:
                 refresh_kl(fold, row_quant(name), results[name])
                 save_state(state)
@@ -248,13 +268,14 @@ def run(models: list[str], rows: list[str], folds: list[int], state: dict) -> No
             for name in wanted:
                 started = time.perf_counter()
                 if name == "reference":
-                    result = {"fp32": fold.top1(fold.model), "scored": len(fold.test), "calibration": CALIBRATION,
+                    result = {"fp32": fold.top1(fold.model), "int8_fingerprint": fold.fingerprint(RECOMMENDED),
+                              "scored": len(fold.test), "calibration": CALIBRATION,
                               "search": SEARCH, "split": fold.bundle.split,
                               "int8": {label: fold.top1(fold.converted(quant)) for label, quant in
                                        (("recommended", RECOMMENDED), ("paper default", PAPER_DEFAULT),
                                         ("percentile", dataclasses.replace(PAPER_DEFAULT, observer="percentile")))}}
                 elif name in FINETUNE:
-                    if not is_current(results, FINETUNE[name]) or is_current(results, name):
+                    if not is_current(results, FINETUNE[name]) or (is_current(results, name) and name not in moved):
                         continue  # its selection is missing, or did not change after all
                     quant, _, _ = TABLE[FINETUNE[name]]
                     result = run_row(fold, quant, name, {}, LEVELS, tune_from=results[FINETUNE[name]])
@@ -377,10 +398,13 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(list(TABLE) + list(FINETUNE) + ["ablation"]))
     parser.add_argument("--folds", default="0,1")
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--rerun", default="", help="rows to measure again though stored (e.g. reference,random; "
+                        "'ablation' names every ablation row)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     state = load_state(args.fresh)
-    run(args.models.split(","), args.rows.split(","), [int(f) for f in args.folds.split(",")], state)
+    run(args.models.split(","), args.rows.split(","), [int(f) for f in args.folds.split(",")], state,
+        [r for r in args.rerun.split(",") if r])
     write_section("imagenet_accuracy", render(state))
 
 
