@@ -312,6 +312,16 @@ def mean_over_folds(per_fold: dict, row: str, *path) -> float | None:
     return sum(v * n for v, n in values) / sum(n for _, n in values)
 
 
+def other_int8(per_fold: dict, row: str) -> bool:
+    """Whether a recommended-quantization row ran on another INT8 conversion than its fold's reference
+    (an older run whose rows carry no fingerprint, or a different one): not comparable row to row."""
+    for results in per_fold.values():
+        reference = results["reference"].get("int8_fingerprint")
+        if reference is not None and results[row].get("int8_fingerprint") != reference:
+            return True
+    return False
+
+
 def fmt(value, digits=2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -360,6 +370,7 @@ def render(state: dict) -> str:
                   f"{fmt(mean_over_folds(per_fold, 'reference', 'int8', 'paper default'))})", "",
                   "| method | 0% | 25% | 50% | 75% | 100% | INT8 - 50% | KL at 25/50/75% | selection s (per fold) |",
                   "|---|---|---|---|---|---|---|---|---|"]
+        marked = 0
         for row in list(TABLE) + list(FINETUNE):
             if not all(is_current(r, row) for r in per_fold.values()):
                 continue
@@ -368,9 +379,15 @@ def render(state: dict) -> str:
             if any(r[row].get("kl_photos") != VALIDATION for r in per_fold.values()):
                 kl = [None] * 3  # measured on other photos than the other rows' (before a change of set)
             seconds = "/".join(f"{r[row]['selection_seconds']:.0f}" for r in per_fold.values())
-            lines.append(f"| {row} | {fmt(int8)} | " + " | ".join(fmt(v) for v in top1) +
+            stale = other_int8(per_fold, row)
+            marked += stale
+            lines.append(f"| {row}{' †' if stale else ''} | {fmt(int8)} | " + " | ".join(fmt(v) for v in top1) +
                          f" | {fmt(int8 - top1[1])} | " + "/".join("-" if v is None else f"{v:.3g}" for v in kl)
                          + f" | {seconds} |")
+        if marked:
+            lines += ["", "† measured in an earlier run, on another INT8 conversion of the same settings than "
+                      "the reference and the unmarked rows: compare it with them with care (`--rerun ROW` "
+                      "measures it again)."]
         if all(is_current(r, "evolution") for r in per_fold.values()):
             lines += ["", "Evolution cost per fold: " + "; ".join(
                 search_cost(fold, r["evolution"]) for fold, r in sorted(per_fold.items())) + "."]
@@ -385,7 +402,8 @@ def render(state: dict) -> str:
                     "percentile" if quant.group_size == PAPER_DEFAULT.group_size else "recommended")
                 value = mean_over_folds(per_fold, f"ablation:{step}", "top1", "0.75")
                 change = "" if previous is None else f"{value - previous:+.2f}"
-                lines.append(f"| {step} | {fmt(mean_over_folds(per_fold, 'reference', 'int8', int8_label))} | "
+                stale = quant == RECOMMENDED and other_int8(per_fold, f"ablation:{step}")
+                lines.append(f"| {step}{' †' if stale else ''} | {fmt(mean_over_folds(per_fold, 'reference', 'int8', int8_label))} | "
                              f"{fmt(value)} | {change} |")
                 previous = value
         lines.append("")
