@@ -62,7 +62,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
     """Fold every BatchNorm2d that directly consumes a Conv2d's output into that conv (in place).
 
     Pairs are found by running the model once and matching tensors, so it works for any module
-    structure (timm's BatchNormAct2d keeps its activation). Returns how many were folded.
+    structure (timm's BatchNormAct2d keeps its activation). Folding is exact only when the BN is the
+    conv output's one use: a fold that changes the model's outputs on `example` (the raw output is
+    also concatenated, or added to in place before the BN) is undone. Returns how many were folded.
     """
     produced_by: dict[int, str] = {}
     keep_alive: list[torch.Tensor] = []
@@ -85,32 +87,75 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> int:
         elif isinstance(module, nn.BatchNorm2d):
             handles.append(module.register_forward_pre_hook(before_bn))
     try:
-        model(example)
+        reference = _output_tensors(model(example))
     finally:
         for handle in handles:
             handle.remove()
+    keep_alive.clear()
 
     consumers: dict[str, int] = {}
     for conv in pairs.values():
         consumers[conv] = consumers.get(conv, 0) + 1
+    candidates = [(bn, conv) for bn, conv in pairs.items() if consumers[conv] == 1]  # a conv cannot absorb two BNs
+    undo = [_fold_pair(model, bn, conv) for bn, conv in candidates]
+    if _same_outputs(_output_tensors(model(example)), reference):
+        return len(candidates)
+    for restore in reversed(undo):  # some conv's raw output is used besides its BN: keep only exact folds
+        restore()
     folded = 0
-    for bn_name, conv_name in pairs.items():
-        if consumers[conv_name] != 1:
-            continue  # a conv feeding two BNs cannot absorb both
-        bn = model.get_submodule(bn_name)
-        conv = model.get_submodule(conv_name)
-        inv_std = torch.rsqrt(bn.running_var + bn.eps)
-        gamma = bn.weight if bn.affine else torch.ones_like(inv_std)
-        beta = bn.bias if bn.affine else torch.zeros_like(inv_std)
-        factor = gamma * inv_std
-        conv.weight.copy_(conv.weight * factor.view(-1, 1, 1, 1))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        conv.bias = nn.Parameter((bias - bn.running_mean) * factor + beta)
-        # timm's BatchNormAct2d = BN, dropout, activation: keep what follows the normalization.
-        rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
-        _set_submodule(model, bn_name, nn.Sequential(*rest) if rest else nn.Identity())
-        folded += 1
+    for bn, conv in candidates:
+        restore = _fold_pair(model, bn, conv)
+        if _same_outputs(_output_tensors(model(example)), reference):
+            folded += 1
+        else:
+            restore()
     return folded
+
+
+def _fold_pair(model: nn.Module, bn_name: str, conv_name: str):
+    """Fold one BN into its conv; returns the function that undoes it."""
+    bn = model.get_submodule(bn_name)
+    conv = model.get_submodule(conv_name)
+    weight, bias = conv.weight.detach().clone(), conv.bias
+    inv_std = torch.rsqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.affine else torch.ones_like(inv_std)
+    beta = bn.bias if bn.affine else torch.zeros_like(inv_std)
+    factor = gamma * inv_std
+    conv.weight.copy_(conv.weight * factor.view(-1, 1, 1, 1))
+    old_bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.bias = nn.Parameter((old_bias - bn.running_mean) * factor + beta)
+    # timm's BatchNormAct2d = BN, dropout, activation: keep what follows the normalization.
+    rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+    _set_submodule(model, bn_name, nn.Sequential(*rest) if rest else nn.Identity())
+
+    def restore() -> None:
+        conv.weight.copy_(weight)
+        conv.bias = bias
+        _set_submodule(model, bn_name, bn)
+
+    return restore
+
+
+def _output_tensors(output) -> list[torch.Tensor]:
+    """The tensors of a model's output (a tensor, or tuples, lists and dicts of them)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _output_tensors(item)]
+    return []
+
+
+def _same_outputs(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> bool:
+    """Equal up to float rounding (folding reorders a multiplication)."""
+    def close(out: torch.Tensor, ref: torch.Tensor) -> bool:
+        if out.shape != ref.shape or ref.numel() == 0:
+            return out.shape == ref.shape
+        scale = float(ref.abs().nan_to_num(posinf=0, neginf=0).max())
+        return torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * scale, equal_nan=True)
+
+    return len(outputs) == len(reference) and all(close(out, ref) for out, ref in zip(outputs, reference))
 
 
 def is_depthwise(layer: nn.Module) -> bool:
