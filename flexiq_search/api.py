@@ -124,6 +124,7 @@ class FlexiQModel(nn.Module):
         self.model_kwargs = dict(model_kwargs or {})
         self.selection = None
         self.calibration_images = None  # kept for measuring selections; dropped by export
+        self.last_evaluation: Evaluation | None = None  # what export writes as the levels' accuracy
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.quantized(images)
@@ -182,7 +183,8 @@ class FlexiQModel(nn.Module):
             top1, top5 = accuracy(self.quantized, dataset, batch_size=batch_size, num_classes=classes, progress=False)
             levels.append(LevelAccuracy(float(ratio), top1, top5, mac_share_4bit(self.quantized)))
         self.set_ratio(0)
-        return Evaluation(len(dataset), fp32[0], fp32[1], levels)
+        self.last_evaluation = Evaluation(len(dataset), fp32[0], fp32[1], levels)
+        return self.last_evaluation
 
     def latency(self, backend: str = "cpu", batch: int = 1) -> LatencyReport:
         """Latency of INT8 and every level on a backend (`flexiq_search.latency`); one that cannot
@@ -216,7 +218,8 @@ class FlexiQModel(nn.Module):
     def export(self, path: str | os.PathLike, accuracy: dict[float, float] | None = None,
                provenance: dict | None = None) -> Path:
         """One deployable `.flexiq` file (INT8 codes, shifts, selection, and the model's source so
-        `load` can rebuild it wherever that source is importable)."""
+        `load` can rebuild it wherever that source is importable). `accuracy` (ratio -> top-1, what
+        serve-bench reports per level) defaults to the last `evaluate`'s."""
         from .runtime.export import export_model
 
         if self.selection is None:
@@ -224,6 +227,8 @@ class FlexiQModel(nn.Module):
         if not self.source:
             raise FlexiqError("this model has no source to rebuild it from; quantize it by name "
                               "(a registered name, a timm architecture or package.module:factory)")
+        if accuracy is None and self.last_evaluation is not None:
+            accuracy = {level.ratio: level.top1 for level in self.last_evaluation.levels}
         return export_model(path, self.quantized, model_name=self.source, model_kwargs=self.model_kwargs,
                             input_shape=[1, *self.input_shape[1:]], quant=self.quant, selection=self.selection,
                             accuracy=accuracy or {}, provenance=provenance or {"source": "flexiq_search.api"})

@@ -114,3 +114,18 @@ def test_the_api_and_the_cli_calibrate_on_the_same_images():
     fq = flexiq_search.quantize(model, bundle, samples=40)
     assert torch.equal(fq.calibration_images, torch.cat(calibration_batches(bundle, 40)))
     assert torch.equal(flexiq_search.quantize(model, "digits", samples=40).calibration_images, fq.calibration_images)
+
+
+def test_export_writes_the_last_evaluations_accuracy(tmp_path):
+    """serve-bench reports each level's top-1 from the file: an evaluated model exports it."""
+    from flexiq_search.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=4, in_chans=3)  # create_model names its source
+    images = torch.randn(16, 3, 16, 16)
+    fq = flexiq_search.quantize(model, images, samples=16, model_kwargs={"num_classes": 4, "in_chans": 3})
+    fq.select("range", ratios=[0.5, 1.0])
+    result = fq.evaluate((images, model(images).argmax(1)))
+    exported = flexiq_search.FlexiQModel.load(fq.export(tmp_path / "m.flexiq"))
+    stored = {float(ratio): top1 for ratio, top1 in exported.manifest["accuracy"].items()}
+    assert stored == {level.ratio: level.top1 for level in result.levels} and len(stored) == 3
