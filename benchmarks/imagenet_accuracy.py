@@ -115,6 +115,15 @@ def decoded(dataset) -> TensorDataset:
     return TensorDataset(torch.cat(images), torch.cat(labels))
 
 
+def int8_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every stored value of a converted model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class Fold:
     """One model on one fold: the FP32 model, calibration/search images and the scored half."""
 
@@ -127,21 +136,21 @@ class Fold:
         self.calibration = pool[:CALIBRATION]
         self.search = pool[-SEARCH:]  # disjoint from the observers' images where the pool allows
         self._converted: dict[str, torch.nn.Module] = {}
+        self._fingerprints: dict[str, str] = {}
 
     def converted(self, quant: QuantConfig) -> torch.nn.Module:
         key = json.dumps(config_to_dict(quant), sort_keys=True)
         if key not in self._converted:
             self._converted[key] = convert_model(self.model, self.calibration.split(32), quant)
+            self._fingerprints[key] = int8_fingerprint(self._converted[key])
         return self._converted[key]
 
     def fingerprint(self, quant: QuantConfig) -> str:
-        """The converted INT8 model's identity (every stored value): rows of one fold compare only when
-        they ran on the same INT8 model, whatever code or process produced it."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.converted(quant).state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        """The identity of this fold's INT8 model for `quant`, taken as converted (rows then install
+        selections on it, which change its state): rows of one fold compare only when they ran on
+        the same INT8 model, whatever code or process produced it."""
+        self.converted(quant)
+        return self._fingerprints[json.dumps(config_to_dict(quant), sort_keys=True)]
 
     def top1(self, model: torch.nn.Module) -> float:
         return accuracy(model, self.test, batch_size=32, num_classes=self.bundle.num_classes, progress=False)[0]
@@ -385,8 +394,8 @@ def render(state: dict) -> str:
                          f" | {fmt(int8 - top1[1])} | " + "/".join("-" if v is None else f"{v:.3g}" for v in kl)
                          + f" | {seconds} |")
         if marked:
-            lines += ["", "† measured in an earlier run, on another INT8 conversion of the same settings than "
-                      "the reference and the unmarked rows: compare it with them with care (`--rerun ROW` "
+            lines += ["", "† measured in an earlier run whose INT8 model is not known to be the reference's (no "
+                      "fingerprint, or another one): compare it with the unmarked rows with care (`--rerun ROW` "
                       "measures it again)."]
         if all(is_current(r, "evolution") for r in per_fold.values()):
             lines += ["", "Evolution cost per fold: " + "; ".join(
