@@ -63,7 +63,7 @@ fq = flexiq_search.quantize(model, images, samples=32)
 fq.select("greedy-error", ratios=[0.5, 1.0])
 result = fq.evaluate((images, model(images).argmax(1)))
 latency = fq.latency("npu-sim")
-assert latency.int8_us > 0 and set(latency.ratios_us) == {0.5, 1.0}, latency
+assert latency.int8_us > 0 and set(latency.ratios_us) == {{0.5, 1.0}}, latency
 print(result.at(0).top1, latency.provenance)
 assert not any(m.split(".")[0] in {sorted(EXTRA_OF_MODULE)!r} for m in sys.modules)
 """
