@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--validation-share", type=float, default=None,
                         help="evolution: share of the calibration images held out to choose each level's winner "
                              "(default 0.25; 0: choose on the search images)")
+    select.add_argument("--acceptance-z", type=float, default=None,
+                        help="evolution: standard errors (paired, per validation image) by which an evolved "
+                             "winner must beat the best seed (default 1.0; 0: any lower mean)")
     select.add_argument("--out", required=True, help="selection file (.json)")
     select.add_argument("--json", action="store_true")
     add_quant_options(select)
@@ -392,6 +395,8 @@ def cmd_select(args: argparse.Namespace) -> None:
                    "progress": True}
         if args.validation_share is not None:
             options["validation_share"] = args.validation_share
+        if args.acceptance_z is not None:
+            options["acceptance_z"] = args.acceptance_z
     prepared, quant, qmodel, images = converted_with_images(args)
     strategy = create_strategy(args.method, budget=quant.budget, seed=args.seed, **options)
     started = time.perf_counter()

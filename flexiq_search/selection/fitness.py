@@ -27,14 +27,31 @@ from ..quant.convert import mixed_layers
 FITNESS_METRICS = ("mse", "kl")
 
 
-def logit_distance(logits: torch.Tensor, reference: torch.Tensor, metric: str) -> float:
-    """MSE of logits, or KL(reference || candidate) of the softmax distributions, averaged per image."""
+def per_image_distance(logits: torch.Tensor, reference: torch.Tensor, metric: str) -> torch.Tensor:
+    """[N] float64: each image's logit MSE, or KL(reference || candidate) of its softmax distributions.
+    Per image, so that two candidates can be compared photo by photo (a paired test)."""
     if metric == "mse":
-        return float((logits - reference).double().square().mean())
+        return (logits - reference).double().square().flatten(1).mean(1)
     if metric == "kl":
-        return float(F.kl_div(F.log_softmax(logits.double(), 1), F.log_softmax(reference.double(), 1),
-                              log_target=True, reduction="batchmean"))
+        return F.kl_div(F.log_softmax(logits.double(), 1), F.log_softmax(reference.double(), 1),
+                        log_target=True, reduction="none").sum(1)
     raise ValueError(f"unknown fitness metric {metric!r}; expected one of {FITNESS_METRICS}")
+
+
+def logit_distance(logits: torch.Tensor, reference: torch.Tensor, metric: str) -> float:
+    """The fitness: `per_image_distance` averaged over the images."""
+    return float(per_image_distance(logits, reference, metric).mean())
+
+
+def paired_improvement_z(current: torch.Tensor, contender: torch.Tensor) -> float:
+    """How many standard errors the contender's per-image distances are below the current's on
+    average (a paired z statistic over the same images; inf when it is lower on every image alike)."""
+    gain = (current - contender).double()
+    mean = float(gain.mean())
+    if len(gain) < 2 or mean == 0:
+        return 0.0
+    error = float(gain.std()) / len(gain) ** 0.5
+    return mean / error if error > 0 else float("inf") if mean > 0 else float("-inf")
 
 
 def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -46,9 +63,14 @@ class FitnessEvaluator:
     """Scores {eligible layer name: [G] bool 4-bit mask} candidates against the INT8 logits."""
 
     def __init__(self, model: nn.Module, images: torch.Tensor, *, metric: str = "mse",
-                 cache_bytes: int = 1 << 30) -> None:
+                 cache_bytes: int = 1 << 30, batch_size: int | None = None) -> None:
+        """`batch_size` runs the images in chunks (bounds the memory of a large validation set); the
+        prefix cache holds whole-set activations, so chunking needs `cache_bytes=0`."""
         if metric not in FITNESS_METRICS:
             raise ValueError(f"unknown fitness metric {metric!r}; expected one of {FITNESS_METRICS}")
+        if batch_size is not None and cache_bytes > 0:
+            raise ValueError("a chunked FitnessEvaluator (batch_size) cannot use the prefix cache (cache_bytes=0)")
+        self.batch_size = batch_size
         self.model = copy.deepcopy(model).eval()  # candidates rewrite group orders: never the caller's
         self.images = images
         self.metric = metric
@@ -59,7 +81,7 @@ class FitnessEvaluator:
         self.layer_calls = 0  # layer forwards requested by those passes
         self.layer_computes = 0  # of which actually computed (the rest replayed from the cache)
         self.forward_seconds = 0.0  # wall time inside model forwards (the rest of a search is bookkeeping)
-        self._memo: dict[bytes, float] = {}
+        self._memo: dict[bytes, torch.Tensor] = {}
         layers = mixed_layers(self.model)
         order: list[str] = []
         hooks = [layer.register_forward_pre_hook(lambda _m, _i, name=name: order.append(name))
@@ -67,7 +89,7 @@ class FitnessEvaluator:
         for layer in layers.values():
             layer.set_ratio(0)
         with torch.no_grad():
-            self.reference = self.model(images)
+            self.reference = self._forward()
         for hook in hooks:
             hook.remove()
         self.order = list(dict.fromkeys(order))  # execution order, each layer once
@@ -99,8 +121,18 @@ class FitnessEvaluator:
             keys.append(digest.copy().digest())
         return keys
 
-    @torch.no_grad()
+    def _forward(self) -> torch.Tensor:
+        if self.batch_size is None:
+            return self.model(self.images)
+        return torch.cat([self.model(chunk) for chunk in self.images.split(self.batch_size)])
+
     def __call__(self, masks: dict[str, torch.Tensor]) -> float:
+        """The candidate's fitness: its mean distance to the INT8 logits."""
+        return float(self.per_image(masks).mean())
+
+    @torch.no_grad()
+    def per_image(self, masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[N] distances of the candidate's logits to the INT8 logits, one per image (memoized)."""
         keys = self.prefix_keys(masks)
         if keys[-1] in self._memo:
             return self._memo[keys[-1]]
@@ -118,16 +150,16 @@ class FitnessEvaluator:
                 if self.cache_bytes > 0:
                     self._pending[index] = key
             started = time.perf_counter()
-            logits = self.model(self.images)
+            logits = self._forward()
             self.forward_seconds += time.perf_counter() - started
         finally:
             self._pending.clear()
             for layer in self.layers:
                 layer.replay_output = None
         self.evaluations += 1
-        fitness = logit_distance(logits, self.reference, self.metric)
-        self._memo[keys[-1]] = fitness
-        return fitness
+        distances = per_image_distance(logits, self.reference, self.metric)
+        self._memo[keys[-1]] = distances
+        return distances
 
     def stats(self) -> dict:
         return {"evaluations": self.evaluations, "layer_calls": self.layer_calls,

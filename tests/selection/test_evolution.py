@@ -7,7 +7,7 @@ import torch
 
 from flexiq_search.quant.convert import mac_share_4bit, set_ratio
 from flexiq_search.selection import apply_selection, create_strategy
-from flexiq_search.selection.fitness import FitnessEvaluator, current_masks, logit_distance
+from flexiq_search.selection.fitness import FitnessEvaluator, current_masks, logit_distance, paired_improvement_z
 
 
 def random_masks(evaluator, generator, p=0.5):
@@ -90,6 +90,48 @@ def test_winners_are_chosen_on_held_out_images_and_never_lose_to_the_seeds_there
     assert (split.provenance["search_images"], split.provenance["validation_images"]) == (48, 16)
     with pytest.raises(ValueError, match="validation share"):
         create_strategy("evolution", validation_share=1.0)
+
+
+def test_per_image_distances_average_to_the_fitness_in_chunks_or_whole(converted, images):
+    whole = FitnessEvaluator(converted, images, metric="kl", cache_bytes=0)
+    chunked = FitnessEvaluator(converted, images, metric="kl", cache_bytes=0, batch_size=7)
+    masks = random_masks(whole, torch.Generator().manual_seed(2))
+    per_image = whole.per_image(masks)
+    assert per_image.shape == (len(images),) and bool((per_image >= 0).all())
+    assert whole(masks) == pytest.approx(float(per_image.mean()))
+    assert torch.allclose(chunked.per_image(masks), per_image, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="cache"):
+        FitnessEvaluator(converted, images, batch_size=8)
+
+
+def test_paired_improvement_is_the_mean_gain_in_standard_errors():
+    current = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert paired_improvement_z(current, current - 0.5) == float("inf")  # lower on every photo alike
+    assert paired_improvement_z(current, current) == 0.0
+    contender = torch.tensor([0.0, 2.5, 2.0, 4.5])  # gains 1, -0.5, 1, -0.5: mean 0.25, sd 0.866
+    assert paired_improvement_z(current, contender) == pytest.approx(0.25 / (0.8660254 / 2), rel=1e-6)
+    assert paired_improvement_z(contender, current) == pytest.approx(-0.25 / (0.8660254 / 2), rel=1e-6)
+
+
+def test_an_evolved_winner_must_beat_the_best_seed_by_the_acceptance_margin(converted, digits_batches):
+    """With an unreachable margin the winner of the first level is the best seed on validation; with
+    none (any lower mean wins) it can only be as good or better there."""
+    search, validation = digits_batches
+    runs = {z: create_strategy("evolution", population=8, generations=3, seed=1, acceptance_z=z).select(
+        converted, [0.5], search, validation_images=validation) for z in (0.0, 1e9)}
+    model = copy.deepcopy(converted)
+    on_validation = FitnessEvaluator(model, validation, metric="kl")
+    apply_selection(model, create_strategy("greedy-error").select(model, [0.5], torch.cat([search, validation])))
+    set_ratio(model, 0.5)
+    strict, free = runs[1e9].provenance, runs[0.0].provenance
+    seeds = strict["seed_validation_fitness"][0]
+    assert seeds == free["seed_validation_fitness"][0] and set(seeds) == {"range", "greedy-error", "random"}
+    assert seeds["greedy-error"] == pytest.approx(on_validation(current_masks(model)))  # greedy-error's own
+    assert strict["acceptance_z"] == 1e9
+    assert strict["validation_fitness"][0] == min(seeds.values())  # no evolved candidate got in
+    assert free["validation_fitness"][0] < min(seeds.values())  # here the search found a better one
+    with pytest.raises(ValueError, match="acceptance_z"):
+        create_strategy("evolution", acceptance_z=-1)
 
 
 def test_kl_metric_and_bad_options(converted, images):
