@@ -99,7 +99,11 @@ def load_state(fresh: bool) -> dict:
     return common.load_state(STATE, fresh)
 
 
-def save_state(state: dict) -> None:
+def save_state(state: dict, models: list[str] | None = None) -> None:
+    """Store `models`' results (all when None) over what the file holds now: runs of other models
+    in other processes (one per model shares the 2 cores better than nothing) keep theirs."""
+    if models is not None:
+        state = {**common.load_state(STATE, False), **{m: state[m] for m in models if m in state}}
     common.save_state(STATE, state)
 
 
@@ -289,7 +293,7 @@ def run(models: list[str], rows: list[str], folds: list[int], state: dict, rerun
             refresh = [r for r in refresh if r not in moved]
             for name in refresh:
                 refresh_kl(fold, row_quant(name), results[name])
-                save_state(state)
+                save_state(state, [model])
                 print(f"{model} fold {fold_index} {name}: KL on {VALIDATION} validation photos", flush=True)
             for name in wanted:
                 started = time.perf_counter()
@@ -319,7 +323,7 @@ def run(models: list[str], rows: list[str], folds: list[int], state: dict, rerun
                 result["wall_seconds"] = time.perf_counter() - started
                 result["spec"] = row_spec(name, results)
                 results[name] = result
-                save_state(state)
+                save_state(state, [model])
                 print(f"{model} fold {fold_index} {name}: "
                       f"{json.dumps({k: v for k, v in result.items() if k in ('top1', 'fp32', 'int8')})} "
                       f"({result['wall_seconds']:.0f} s)", flush=True)
@@ -443,6 +447,7 @@ def render(state: dict) -> str:
 
 
 def main() -> None:
+    global STATE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--rows", default=",".join(list(TABLE) + list(FINETUNE) + ["ablation"]))
@@ -450,12 +455,16 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--rerun", default="", help="rows to measure again though stored (e.g. reference,random; "
                         "'ablation' names every ablation row)")
+    parser.add_argument("--state", type=Path, default=None,
+                        help=f"results file (default {STATE.relative_to(ROOT)}): another file keeps a run apart")
     args = parser.parse_args()
+    if args.state is not None:
+        STATE = args.state
     torch.set_num_threads(2)
     state = load_state(args.fresh)
     run(args.models.split(","), args.rows.split(","), [int(f) for f in args.folds.split(",")], state,
         [r for r in args.rerun.split(",") if r])
-    write_section("imagenet_accuracy", render(state))
+    write_section("imagenet_accuracy", render(load_state(False)))  # with other processes' models
 
 
 if __name__ == "__main__":
