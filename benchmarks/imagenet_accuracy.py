@@ -8,10 +8,13 @@ equal halves). Inside the calibrating half, the search scores candidates on some
 each level's winner on others (the evolution's validation share).
 
 Every (model, fold, row) result is stored in benchmarks/artifacts/imagenet_accuracy.json as soon as
-it ends; a rerun skips finished rows (--fresh starts over).
+it ends; a rerun skips finished rows (--fresh starts over), and measures again a row whose INT8 model
+(fingerprint), quantization or spec changed, or any row named in --rerun. One process per model may
+run at a time (each stores only its models); --state keeps a run in another file.
 
     .venv/bin/python benchmarks/imagenet_accuracy.py [--models efficientnet_lite0,efficientnet_lite1]
-        [--rows int8,range,evolution] [--folds 0,1] [--fresh]
+        [--rows uniform-int4,range,evolution,ablation] [--folds 0,1] [--rerun reference,evolution]
+        [--state FILE] [--fresh]
 """
 
 from __future__ import annotations
