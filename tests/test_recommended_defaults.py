@@ -34,3 +34,15 @@ def test_commands_and_searches_default_to_the_recommended_quantization():
                                           "--observer", "minmax", "--activation-shift", "static",
                                           "--no-bias-correction", "--no-keep-depthwise-int8"])
     assert quant_config(baseline) == QuantConfig()  # method.md's baseline stays one flag set away
+
+
+def test_the_evolution_defaults_are_the_benchmarks_settings():
+    """The evolution RESULTS measured on ImageNet models picks winners with the margin and fitness
+    the strategy defaults to (its population, generations and split are sized for 240 photos)."""
+    from flexiq_search.selection import create_strategy
+
+    section = RESULTS.read_text().split("<!-- imagenet_accuracy:start -->", 1)[1]
+    measured = json.loads(re.search(r"Evolution: `(\{.*?\})`", section).group(1))
+    strategy = create_strategy("evolution")
+    assert measured["acceptance_z"] == strategy.acceptance_z
+    assert measured["metric"] == strategy.metric
