@@ -306,9 +306,9 @@ class _SearchRun:
     def finish_levels(self) -> tuple[list[torch.Tensor], list[float], list[int], torch.Tensor]:
         for ratio in self.levels[len(self.done):]:
             frozen = self.frozen()
-            best, fitness, ran, validation = self._search_level(frozen, ratio)
+            best, fitness, ran, validation, seed_validation = self._search_level(frozen, ratio)
             self.done.append({"added": _flat_to_text(best & ~frozen), "fitness": fitness, "generations": ran,
-                              "validation_fitness": validation, "seed_validation_fitness": self.seed_validation})
+                              "validation_fitness": validation, "seed_validation_fitness": seed_validation})
             self.level_state = None
         added = [_flat_from_text(level["added"]) for level in self.done]
         return (added, [level["fitness"] for level in self.done], [level["generations"] for level in self.done],
@@ -327,14 +327,15 @@ class _SearchRun:
             islands.append(population)
         return islands
 
-    def _search_level(self, frozen: torch.Tensor, ratio: float) -> tuple[torch.Tensor, float, int, float | None]:
-        """(winner, its search fitness, generations run, its validation fitness or None)."""
+    def _search_level(self, frozen: torch.Tensor, ratio: float
+                      ) -> tuple[torch.Tensor, float, int, float | None, dict[str, float] | None]:
+        """(winner, its search fitness, generations run, its validation fitness or None, each seed's
+        validation fitness or None)."""
         config, genes, rng = self.config, self.genes, self.rng
-        self.seed_validation = None
         if ratio >= 1:
             everything = torch.ones_like(frozen)
             return (everything, self.score([everything])[0], 0,
-                    None if self.validate is None else float(self.validate(everything).mean()))
+                    None if self.validate is None else float(self.validate(everything).mean()), None)
         if self.level_state is None:
             populations = self._first_populations(frozen, ratio)
             flat_fitness = self.score([flat for population in populations for flat in population])
@@ -351,14 +352,13 @@ class _SearchRun:
                 leader = min(((f, flat) for population, fitness in zip(populations, fitnesses)
                               for flat, f in zip(population, fitness)), key=lambda pair: pair[0])[1]
                 validated = self._validated([leader], populations, fitnesses, validated, config.acceptance_z)
-            self.seed_validation = seed_validation
         else:
             state = self.level_state
             populations = [[_flat_from_text(t) for t in island["population"]] for island in state["islands"]]
             fitnesses = [island["fitness"] for island in state["islands"]]
             generation, best_fitness, stalled = state["generation"], state["best"], state["stalled"]
             validated = state.get("validation") or {}
-            self.seed_validation = seed_validation = state.get("seed_validation")
+            seed_validation = state.get("seed_validation")
         bar = tqdm(total=config.generations, initial=generation, desc=f"evolution {ratio:.0%}",
                    disable=not config.progress, mininterval=1.0, leave=False)
         while generation < config.generations and stalled < config.patience:
@@ -405,11 +405,12 @@ class _SearchRun:
                 self.on_generation(self.state())
         bar.close()
         if validated:
-            return _flat_from_text(validated["winner"]), validated["fitness"], generation, validated["validation"]
+            return (_flat_from_text(validated["winner"]), validated["fitness"], generation, validated["validation"],
+                    seed_validation)
         candidates = [(f, flat) for population, fitness in zip(populations, fitnesses)
                       for flat, f in zip(population, fitness)]
         winner_fitness, winner = min(candidates, key=lambda pair: pair[0])
-        return winner, winner_fitness, generation, None
+        return winner, winner_fitness, generation, None, seed_validation
 
     def _validated(self, contenders: list[torch.Tensor], populations, fitnesses, current: dict | None,
                    acceptance_z: float) -> dict:
