@@ -108,6 +108,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="share of a single image folder held out for calibration (default 0.2); never scored")
     parser.add_argument("--fold", type=int, default=0,
                         help="which seeded share of the folder calibrates (0, 1, ...; e.g. 0 and 1 with share 0.5)")
+    add_device_option(parser)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    from .config import DEVICE_AUTO, DEVICE_HELP  # no torch: listing and --help stay light
+
+    parser.add_argument("--device", default=DEVICE_AUTO, help=DEVICE_HELP)
 
 
 def share(text: str) -> float:
@@ -155,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-samples", type=positive_int, default=None, help="train on a fixed subset")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--json", action="store_true")
+    add_device_option(train)
 
     evaluate = sub.add_parser("evaluate", help="accuracy of FP32, INT8 and each 4-bit ratio")
     add_model_options(evaluate)
@@ -221,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--clock-mhz", type=float, default=1000.0)
     latency.add_argument("--dram-bytes-per-cycle", type=float, default=64.0)
     latency.add_argument("--rounds", type=positive_int, default=10, help="cpu/gpu: timed rounds (median reported)")
+    latency.add_argument("--device", default=None, help="gpu: which CUDA device is timed (default cuda, i.e. cuda:0)")
     latency.add_argument("--json", action="store_true")
     add_quant_options(latency)
 
@@ -243,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("generations", "population", "islands", "workers", "trials", "calibration", "eval-samples"):
         search.add_argument(f"--{flag}", type=int, default=None)
     search.add_argument("--seed", type=int, default=None)
+    search.add_argument("--device", default=None, help="fitness, evaluation and finetuning device: auto (default: "
+                        "CUDA when present; Ray actors then ask for GPU shares), cpu, cuda, cuda:N")
     search.add_argument("--calibration-data", default=None,
                         help="calibrate on this dataset spec (e.g. imagefolder:UNLABELLED_DIR); all of --dataset is scored")
     search.add_argument("--calibration-share", type=share, default=None,
@@ -315,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .data import get_dataset
+    from .devices import resolve_device
     from .evaluation import check_runs_on
     from .models import create_model, get_model_entry, save_checkpoint
     from .training import accuracy, train_model
@@ -326,6 +338,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         model_kwargs["img_size"] = bundle.image_size
     model = create_model(args.model, **model_kwargs)
     check_runs_on(model, bundle, args.model)
+    model.to(resolve_device(args.device))
     started = time.perf_counter()
     train_model(model, bundle, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                 train_samples=args.train_samples)
@@ -358,21 +371,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     selection = load_selection(args)
     quant = quant_config(args, selection)
     prepared = prepare_model(args.model, args.dataset, args.checkpoint, weights=getattr(args, "weights", None),
-                             **data_options(args))
+                             device=args.device, **data_options(args))
     report = evaluate_ratios(prepared, args.ratios, calibration=calibration_size(args, selection),
                              samples=args.samples, quant=quant, method=args.method, selection=selection,
                              batch_size=args.batch_size)
     print(json.dumps(report) if args.json else format_report(report))
 
 
-def converted_with_images(args: argparse.Namespace, selection=None):
-    """(prepared FP32 model, quant config, converted model, calibration images) for select/finetune."""
+def converted_with_images(args: argparse.Namespace, selection=None, device: str | None = None):
+    """(prepared FP32 model, quant config, converted model, calibration images) for select/finetune,
+    on `device` (default: the command's --device)."""
     from .api import quantize
     from .evaluation import prepare_model
 
     quant = quant_config(args, selection)
     prepared = prepare_model(args.model, args.dataset, args.checkpoint, weights=getattr(args, "weights", None),
-                             **data_options(args))
+                             device=device or args.device, **data_options(args))
     if prepared.quantized is not None:
         raise FlexiqError(f"{args.checkpoint} is already quantized; pass the FP32 checkpoint")
     flexiq = quantize(prepared.model, prepared.bundle, quant, samples=calibration_size(args, selection))
@@ -474,12 +488,17 @@ def cmd_latency(args: argparse.Namespace) -> None:
                                       dram_bytes_per_cycle=args.dram_bytes_per_cycle)
     elif args.backend in ("cpu", "gpu"):
         options["rounds"] = args.rounds
+    if args.backend == "gpu" and args.device:
+        options["device"] = args.device
     backend = create_backend(args.backend, **options)
     selection = load_selection(args)
     quant = quant_config(args, selection)
     levels = validate_levels(args.ratios)
     if args.dataset:
-        prepared, quant, qmodel, images = converted_with_images(args, selection)
+        from .devices import HOST
+
+        # backends take host models (the gpu backend moves what it times to its --device)
+        prepared, quant, qmodel, images = converted_with_images(args, selection, device=str(HOST))
         float_model = prepared.model
     else:
         get_model_entry(args.model)
@@ -537,7 +556,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     else:
         print(f"training resnet20 on {args.dataset} for {args.epochs} epochs -> {checkpoint}", file=sys.stderr)
         cmd_train(argparse.Namespace(model="resnet20", dataset=args.dataset, epochs=args.epochs, out=checkpoint,
-                                     batch_size=128, lr=0.1, train_samples=None, seed=0, json=False))
+                                     batch_size=128, lr=0.1, train_samples=None, seed=0, json=False, device="auto"))
     name = f"demo-resnet20-{args.dataset}-e{args.epochs}"
     url = default_db_url()
     study = Repository.open(url).get_study(name)
@@ -564,7 +583,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     overrides = {key: getattr(args, key) for key in ("model", "checkpoint", "weights", "dataset", "name", "backends",
                                                       "ratios", "generations", "population", "islands", "workers", "trials",
                                                       "calibration", "eval_samples", "seed", "calibration_data",
-                                                      "calibration_share")}
+                                                      "calibration_share", "device")}
     url = args.db or default_db_url()
     if args.schedule_run is None:
         if overrides["ratios"] is not None:

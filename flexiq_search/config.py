@@ -14,6 +14,8 @@ from typing import Any
 from .quant.arithmetic import EXTRACTION_MODES
 
 CONFIG_TYPES: dict[str, type] = {}
+DEVICE_AUTO = "auto"  # the device spec meaning CUDA when present (`devices.resolve_device`)
+DEVICE_HELP = "compute device: auto (CUDA when present, else cpu), cpu, cuda, cuda:N, mps"
 BUDGET_MODES = ("global", "per-layer")  # where a ratio's 4-bit MAC share is spent
 
 
@@ -131,7 +133,7 @@ SEARCH_SPACE_KEYS = ("group_size", "activation_shift", "observer", "bias_correct
                      "population", "generations", "calibration", "islands", "finetune_epochs", "finetune_lr")
 
 
-@versioned_config("SearchConfig", 4)
+@versioned_config("SearchConfig", 5)
 @dataclass(frozen=True)
 class SearchConfig:
     """One FlexiQ search study: what to search, how hard, where latency comes from.
@@ -152,6 +154,7 @@ class SearchConfig:
     trials: int = 1
     seed: int = 0
     workers: int = 1  # fitness actors on the Ray cluster
+    device: str = DEVICE_AUTO  # where fitness, evaluation and finetuning compute: auto = CUDA when present
     islands: int = 1
     migration_interval: int = 4
     population: int = 12
@@ -176,7 +179,8 @@ class SearchConfig:
         """Version 2 added observer and bias_correction (and made the recommended settings the
         defaults), version 3 keep_depthwise_int8 (and calibration_data / calibration_share, whose
         defaults are what older versions did), version 4 weights (any model source: a timm name or
-        package.module:factory; None is what older versions did); stored configs keep what they ran with."""
+        package.module:factory; None is what older versions did), version 5 device (auto: on the CPU
+        machines older versions ran on, what they did); stored configs keep what they ran with."""
         if version == 1:
             data.setdefault("group_size", 8)
             data.setdefault("activation_shift", "static")
@@ -216,6 +220,8 @@ class SearchConfig:
             raise ValueError(f"metric must be one of {FITNESS_METRICS}, got {self.metric!r}")
         self.quant_config()  # validates the quantization keys
         self.evolution()  # validates population, generations, islands against the strategy itself
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must name a device (auto, cpu, cuda, cuda:N), got {self.device!r}")
         if not isinstance(self.search_space, dict):
             raise ValueError("search_space must map parameter names to lists of choices")
         for key, choices in self.search_space.items():

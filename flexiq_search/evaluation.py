@@ -14,6 +14,7 @@ from torch import nn
 from .config import QuantConfig, config_to_dict
 from .data import (CALIBRATION_BATCH, DEFAULT_CALIBRATION_SHARE, DatasetBundle, calibration_source, dataset_items,
                    fixed_subset, get_dataset, image_batches_of, parse_dataset_spec, sample_images)
+from .devices import AUTO, module_device, resolve_device
 from .errors import FlexiqError, first_line
 from .models import create_model, get_model_entry, load_checkpoint_model
 from .models.checkpoint import CHECKPOINT_FORMAT, check_model_name, read_checkpoint
@@ -35,6 +36,11 @@ class PreparedModel:
     selection: Selection | None = None
     quant: QuantConfig | None = None
     model_kwargs: dict | None = None  # how the registry rebuilds the model (saved with derived checkpoints)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the models live, so where everything made from them computes."""
+        return module_device(self.model)
 
 
 def load_data(dataset: str, model: nn.Module, *, calibration_data: str | None = None,
@@ -59,7 +65,7 @@ def check_runs_on(model: nn.Module, bundle: DatasetBundle, model_name: str) -> N
     larger than the image, a stem that pools 8 px away) fails in one line before training or calibrating."""
     was_training = model.training
     try:
-        model.eval()(torch.zeros(1, bundle.in_chans, bundle.image_size, bundle.image_size))
+        model.eval()(torch.zeros(1, bundle.in_chans, bundle.image_size, bundle.image_size, device=module_device(model)))
     except (RuntimeError, AssertionError, ValueError) as exc:  # timm asserts on a fixed input size
         raise FlexiqError(f"model {model_name} cannot run on the {bundle.image_size}x{bundle.image_size} images of "
                           f"{bundle.name} ({bundle.in_chans} channel(s)): {first_line(exc)}") from None
@@ -68,9 +74,19 @@ def check_runs_on(model: nn.Module, bundle: DatasetBundle, model_name: str) -> N
 
 
 def prepare_model(model_name: str, dataset: str, checkpoint: str | None = None, *, weights: str | None = None,
-                  **data_options) -> PreparedModel:
+                  device: str | None = AUTO, **data_options) -> PreparedModel:
     """The FP32 model (from a checkpoint, `weights`, or offline pretrained weights) and its dataset
-    (`load_data`)."""
+    (`load_data`), on `device` (`resolve_device`: auto is CUDA when present)."""
+    target = resolve_device(device)  # an unusable device fails before any data or weights are read
+    prepared = _prepared_on_host(model_name, dataset, checkpoint, weights=weights, **data_options)
+    prepared.model.to(target)
+    if prepared.quantized is not None:
+        prepared.quantized.to(target)
+    return prepared
+
+
+def _prepared_on_host(model_name: str, dataset: str, checkpoint: str | None, *, weights: str | None,
+                      **data_options) -> PreparedModel:
     from .finetune import QUANTIZED_FORMAT, is_quantized_checkpoint, load_quantized_checkpoint
 
     get_model_entry(model_name)  # unknown names fail before any data or weights are read
@@ -143,7 +159,7 @@ def evaluate_ratios(prepared: PreparedModel, ratios: Sequence[float], *, calibra
         top1, top5 = accuracy(model, test, batch_size=batch_size, num_classes=classes, desc=desc, progress=progress)
         return {"top1": top1, "top5": top5}
 
-    report = {"model": prepared.name, "dataset": bundle.name, "samples": len(test)}
+    report = {"model": prepared.name, "dataset": bundle.name, "samples": len(test), "device": str(prepared.device)}
     report["fp32"] = measure(prepared.model, "FP32")
     calibration_images = calibration_set(bundle, calibration)
     batches = image_batches_of(calibration_images)

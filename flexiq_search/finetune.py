@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from .config import QuantConfig, config_from_dict, config_to_dict, versioned_config
 from .data import DatasetBundle, fixed_subset
+from .devices import module_device
 from .errors import FlexiqError, first_line
 from .models import create_model
 from .models.checkpoint import save_atomically
@@ -69,6 +70,8 @@ def finetune(qmodel: nn.Module, teacher: nn.Module, bundle: DatasetBundle, confi
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator,
                         drop_last=len(data) > config.batch_size)
     layers = list(mixed_layers(qmodel).values())
+    # Trains where the quantized model lives; the teacher runs where it lives (augmentation: host).
+    device, teacher_device = module_device(qmodel), module_device(teacher)
     for layer in layers:
         layer.start_qat()
     qmodel.eval()  # no BN statistics or dropout: only the quantized weights learn
@@ -84,9 +87,11 @@ def finetune(qmodel: nn.Module, teacher: nn.Module, bundle: DatasetBundle, confi
             running = math.nan
             for images, labels in bar:
                 images = augment(images, flip=bundle.train_flip, max_shift=max_shift, generator=generator)
+                images, labels = images.to(device), labels.to(device)
                 set_ratio(qmodel, rng.choice(levels))
                 with torch.no_grad():
-                    target = F.log_softmax(teacher(images) / temperature, dim=1)
+                    teacher_logits = teacher(images.to(teacher_device)).to(device)
+                    target = F.log_softmax(teacher_logits / temperature, dim=1)
                 logits = qmodel(images)
                 loss = F.kl_div(F.log_softmax(logits / temperature, dim=1), target, log_target=True,
                                 reduction="batchmean") * temperature ** 2

@@ -11,6 +11,7 @@ in the same database.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ from torch import nn
 
 from .config import SearchConfig
 from .data import fixed_subset, parse_dataset_spec
+from .devices import AUTO, HOST, module_device, resolve_device
 from .errors import FlexiqError
 from .api import quantize
 from .evaluation import PreparedModel, prepare_model
@@ -38,45 +40,61 @@ from .training import accuracy
 
 
 class Executor(Protocol):
-    """Where a trial's heavy work runs."""
+    """Where a trial's heavy work runs. `device` is a `resolve_device` spec, resolved where the
+    work runs (a driver without a GPU may drive actors on GPU nodes)."""
 
-    def fitness_pool(self, qmodel: nn.Module, images: torch.Tensor, metric: str) -> tuple[BatchEvaluator, Callable]:
+    def fitness_pool(self, qmodel: nn.Module, images: torch.Tensor, metric: str,
+                     device: str = AUTO) -> tuple[BatchEvaluator, Callable]:
         """A batch evaluator of candidates for this model, and a function that releases it."""
 
     def latency(self, backend: str, qmodel: nn.Module, example: torch.Tensor, ratios: list[float],
                 model_name: str) -> dict:
         """The backend's `measure` result (the `flexiq latency --json` contract)."""
 
-    def finetune(self, qmodel: nn.Module, teacher: nn.Module, prepared: PreparedModel, config) -> dict:
-        """Finetuned state dict of `qmodel` (QAT over all levels)."""
+    def finetune(self, qmodel: nn.Module, teacher: nn.Module, prepared: PreparedModel, config,
+                 device: str = AUTO) -> dict:
+        """Finetuned state dict of `qmodel` (QAT over all levels), on the host."""
 
 
 def measure_latency(backend: str, qmodel: nn.Module, example: torch.Tensor, ratios: list[float],
                     model_name: str) -> dict:
     from .latency import create_backend
 
+    if module_device(qmodel) != HOST:  # backends take host models (the gpu backend moves what it times)
+        qmodel, example = copy.deepcopy(qmodel).to(HOST), example.to(HOST)
     return create_backend(backend).measure(qmodel, example, ratios, model_name)
 
 
-def finetuned_state(qmodel: nn.Module, teacher: nn.Module, prepared: PreparedModel, config) -> dict:
+def finetuned_state(qmodel: nn.Module, teacher: nn.Module, prepared: PreparedModel, config,
+                    device: str = AUTO) -> dict:
     from .finetune import finetune
 
-    finetune(qmodel, teacher, prepared.bundle, config, progress=False)
-    return qmodel.state_dict()
+    target = resolve_device(device)
+    finetune(qmodel.to(target), teacher.to(target), prepared.bundle, config, progress=False)
+    return {key: value.to(HOST) for key, value in qmodel.state_dict().items()}
+
+
+def driver_device(spec: str, log: Callable[[str], None]) -> torch.device:
+    """Where the driver's own work (validation, evaluation) runs: `spec`, or the CPU when `spec`
+    names a CUDA device this machine lacks (the cluster's GPU nodes still take actors and finetuning)."""
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        log(f"device {spec}: this driver has no CUDA; its validation and evaluation run on the CPU")
+        return HOST
+    return resolve_device(spec)
 
 
 class LocalExecutor:
     """Everything in this process: no Ray needed (tests, one-off runs)."""
 
-    def fitness_pool(self, qmodel, images, metric):
-        evaluator = FitnessEvaluator(qmodel, images, metric=metric)
+    def fitness_pool(self, qmodel, images, metric, device=AUTO):
+        evaluator = FitnessEvaluator(qmodel, images, metric=metric, device=resolve_device(device))
         return (lambda candidates: [evaluator(masks) for masks in candidates]), (lambda: None)
 
     def latency(self, backend, qmodel, example, ratios, model_name):
         return measure_latency(backend, qmodel, example, ratios, model_name)
 
-    def finetune(self, qmodel, teacher, prepared, config):
-        return finetuned_state(qmodel, teacher, prepared, config)
+    def finetune(self, qmodel, teacher, prepared, config, device=AUTO):
+        return finetuned_state(qmodel, teacher, prepared, config, device)
 
 
 def _drawn(params: dict) -> str:
@@ -143,8 +161,11 @@ class SearchRunner:
                               "pass --resume to continue it or --name for a new one")
         if stored is None and resume:
             raise FlexiqError(f"no study named {config.study_name!r} to resume")
+        if isinstance(self.executor, LocalExecutor):
+            resolve_device(config.device)  # everything runs here: the device must exist here
         # The model on its data before any write: one that cannot run there leaves no failed study behind.
         prepared = prepare_model(config.model, config.dataset, config.checkpoint, weights=config.weights,
+                                 device=driver_device(config.device, self.log),
                                  calibration_data=config.calibration_data, calibration_share=config.calibration_share)
         if self.store_label:  # said once the inputs proved runnable: a bad input is the only line
             self.log(f"study {config.study_name!r} in {self.store_label}")
@@ -215,7 +236,7 @@ class SearchRunner:
 
         # Workers score candidates on the search images; the driver picks winners on the held-out rest.
         search_images, validation_images = split_validation(images, strategy.validation_share)
-        evaluate_batch, release = self.executor.fitness_pool(qmodel, search_images, config.metric)
+        evaluate_batch, release = self.executor.fitness_pool(qmodel, search_images, config.metric, config.device)
         try:
             selection = strategy.select(qmodel, levels, search_images, validation_images=validation_images,
                                         evaluate_batch=evaluate_batch, resume=resume, on_generation=on_generation)
@@ -227,7 +248,7 @@ class SearchRunner:
 
             tune = FinetuneConfig(epochs=config.finetune_epochs, lr=config.finetune_lr,
                                   train_samples=config.finetune_samples, seed=config.seed)
-            qmodel.load_state_dict(self.executor.finetune(qmodel, prepared.model, prepared, tune))
+            qmodel.load_state_dict(self.executor.finetune(qmodel, prepared.model, prepared, tune, config.device))
         evaluations = self._evaluate(qmodel, prepared, config, [0.0] + levels, selection.provenance["fitness"])
         latencies = []
         for backend in config.backends:

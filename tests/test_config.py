@@ -53,3 +53,11 @@ def test_bad_payloads_are_refused(payload, message):
 def test_validation(kwargs):
     with pytest.raises(ValueError):
         QuantConfig(**kwargs)
+
+
+def test_stored_search_configs_of_version_4_compute_where_they_did():
+    stored = {"_type": "SearchConfig", "_version": 4, "_data": {"model": "resnet20", "dataset": "digits"}}
+    assert config_from_dict(stored).device == "auto"  # CUDA when present: on older versions' CPU machines, the CPU
+    with pytest.raises(ValueError, match="device must name a device"):
+        config_from_dict({"_type": "SearchConfig", "_version": 5,
+                          "_data": {"model": "resnet20", "dataset": "digits", "device": ""}})

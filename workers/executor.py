@@ -8,10 +8,14 @@
   (a custom resource that simulator nodes advertise), `GPU`, or one CPU for the measured CPU
   path. A local cluster started here advertises `npu_sim`.
 - Finetuning: one task (a GPU when the cluster has one).
+- Devices: the search's `device` spec travels to the actors and tasks and is resolved there. When
+  it means CUDA (`cuda...`, or `auto` on a cluster with GPUs) fitness actors ask for an equal share
+  of the cluster's GPUs (at most one each) and finetuning for one GPU; models travel on the host.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -20,6 +24,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is
 import ray  # noqa: E402
 import torch  # noqa: E402
 
+from flexiq_search.devices import AUTO, HOST, resolve_device, wants_gpu
 from flexiq_search.errors import FlexiqError
 
 # Where each latency backend may run: Ray resource requests.
@@ -47,11 +52,16 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
 class FitnessActor:
     """Scores candidates of one converted model on the calibration images (loaded once)."""
 
-    def __init__(self, qmodel, images, metric: str) -> None:
+    def __init__(self, qmodel, images, metric: str, device: str = AUTO) -> None:
         from flexiq_search.selection.fitness import FitnessEvaluator
 
         torch.set_num_threads(1)  # one core per actor: actors are the parallelism
-        self.evaluator = FitnessEvaluator(qmodel, images, metric=metric)
+        self.evaluator = FitnessEvaluator(qmodel, images, metric=metric, device=resolve_device(device))
+
+    def placement(self) -> dict:
+        """Where Ray put this actor and what it computes on (tests, operations)."""
+        return {"resources": ray.get_runtime_context().get_assigned_resources(),
+                "device": str(self.evaluator.images.device)}
 
     def score(self, candidates: list[dict]) -> list[float]:
         return [self.evaluator(masks) for masks in candidates]
@@ -79,10 +89,17 @@ def _latency_task(backend, qmodel, example, ratios, model_name):
 
 
 @ray.remote(max_retries=RETRIES)
-def _finetune_task(qmodel, teacher, prepared, config):
+def _finetune_task(qmodel, teacher, prepared, config, device):
     from flexiq_search.search import finetuned_state
 
-    return finetuned_state(qmodel, teacher, prepared, config)
+    return finetuned_state(qmodel, teacher, prepared, config, device)
+
+
+def _on_host(module: torch.nn.Module) -> torch.nn.Module:
+    """A host copy to ship through the object store (a worker may have no GPU, or another one)."""
+    import copy
+
+    return copy.deepcopy(module).to(HOST)
 
 
 class RayExecutor:
@@ -94,10 +111,22 @@ class RayExecutor:
         self.actors: list = []
         self.job_id = ray.get_runtime_context().get_job_id()  # the driver's job on the cluster
 
-    def fitness_pool(self, qmodel, images, metric):
+    def gpu_share(self, device: str) -> float:
+        """GPUs each of the pool's actors asks for: an equal share of the cluster's, at most one."""
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if not wants_gpu(device, gpus):
+            return 0
+        if gpus <= 0:
+            raise FlexiqError(f"device {device} asks for GPUs, but no node of the Ray cluster offers one "
+                              "(start GPU nodes, or pass --device cpu)")
+        return min(1.0, gpus / self.workers)
+
+    def fitness_pool(self, qmodel, images, metric, device=AUTO):
         # Held for the pool's life: a restarted actor reads its constructor arguments again.
-        self._arguments = (ray.put(qmodel), ray.put(images))
-        self.actors = [FitnessActor.options(num_cpus=1).remote(*self._arguments, metric) for _ in range(self.workers)]
+        self._arguments = (ray.put(_on_host(qmodel)), ray.put(images.to(HOST)))
+        options = {"num_cpus": 1, "num_gpus": self.gpu_share(device)}
+        self.actors = [FitnessActor.options(**options).remote(*self._arguments, metric, device)
+                       for _ in range(self.workers)]
 
         def evaluate_batch(candidates: list[dict]) -> list[float]:
             chunks = [candidates[i::len(self.actors)] for i in range(len(self.actors))]
@@ -120,8 +149,11 @@ class RayExecutor:
             if ray.cluster_resources().get(resource, 0) < amount:
                 raise FlexiqError(f"no node of the Ray cluster offers the resource {resource!r} that backend "
                                   f"{backend} needs (start simulator nodes with --resources '{{\"{resource}\": 1}}')")
-        return ray.get(_latency_task.options(**options).remote(backend, qmodel, example, ratios, model_name))
+        return ray.get(_latency_task.options(**options).remote(backend, _on_host(qmodel), example.to(HOST), ratios,
+                                                               model_name))
 
-    def finetune(self, qmodel, teacher, prepared, config):
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        return ray.get(_finetune_task.options(num_gpus=gpus).remote(qmodel, teacher, prepared, config))
+    def finetune(self, qmodel, teacher, prepared, config, device=AUTO):
+        gpus = 1 if self.gpu_share(device) > 0 else 0
+        data_only = dataclasses.replace(prepared, model=None, quantized=None)  # the task needs its bundle
+        return ray.get(_finetune_task.options(num_gpus=gpus).remote(_on_host(qmodel), _on_host(teacher), data_only,
+                                                                    config, device))

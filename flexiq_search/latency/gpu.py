@@ -72,9 +72,12 @@ class GpuBackend(LatencyBackend):
 
     provenance = "measured"
 
-    def __init__(self, rounds: int = 20, warmup: int = 3) -> None:
+    def __init__(self, rounds: int = 20, warmup: int = 3, device: str = "cuda") -> None:
         self.rounds = rounds
         self.warmup = warmup
+        self.device = torch.device(device)  # which GPU (cuda:N); checked when measuring
+        if self.device.type != "cuda":
+            raise FlexiqError(f"the gpu backend times CUDA devices, not {device!r}")
 
     def unavailable_reason(self) -> str | None:
         return _gpu_unavailable_reason()
@@ -82,8 +85,8 @@ class GpuBackend(LatencyBackend):
     def hardware(self) -> dict:
         import triton
 
-        props = torch.cuda.get_device_properties(0)
-        return {"device": "cuda", "gpu": props.name, "sm_count": props.multi_processor_count,
+        props = torch.cuda.get_device_properties(self.device)
+        return {"device": str(self.device), "gpu": props.name, "sm_count": props.multi_processor_count,
                 "cuda": torch.version.cuda, "torch": torch.__version__, "triton": triton.__version__,
                 "kernel": "Triton mixed GEMM (int8 part, packed int4 part, in-kernel activation extraction)",
                 "timed": "layer GEMMs only (im2col, quantize, dequantize and element-wise ops excluded)"}
@@ -98,7 +101,7 @@ class GpuBackend(LatencyBackend):
             start.record()
             fn()
             end.record()
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
             times.append(start.elapsed_time(end) * 1e3)
         return statistics.median(times)
 
@@ -115,9 +118,12 @@ class GpuBackend(LatencyBackend):
         layers = mixed_layers(model)
         if any(layer.activation_shift != "static" for layer in layers.values()):
             raise FlexiqError("the gpu backend's Triton kernel supports static activation shifts only (--activation-shift static)")
+        from ..devices import resolve_device
+
+        resolve_device(self.device)  # a GPU index this machine lacks is one line
         with torch.no_grad():
             inputs = capture_layer_inputs(model, example)
-            gemms = {name: [(rows.to("cuda"), o, i) for rows, o, i in layer_gemm_operands(layer, inputs[name])]
+            gemms = {name: [(rows.to(self.device), o, i) for rows, o, i in layer_gemm_operands(layer, inputs[name])]
                      for name, layer in layers.items()}
 
         def run(ratio: float) -> dict:
@@ -127,8 +133,9 @@ class GpuBackend(LatencyBackend):
             return {"ratio": float(ratio), "latency_us": sum(e["latency_us"] for e in per_layer), "cycles": None,
                     "layers": per_layer}
 
-        int8 = run(0)
-        results = [run(ratio) for ratio in ratios]
+        with torch.cuda.device(self.device):  # Triton launches and CUDA events on the chosen GPU
+            int8 = run(0)
+            results = [run(ratio) for ratio in ratios]
         set_ratio(model, 0)
         for row in results:
             row["speedup_vs_int8"] = int8["latency_us"] / row["latency_us"]

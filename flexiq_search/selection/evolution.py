@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..devices import HOST
 from ..quant.convert import mixed_layers
 from .base import LayerSelection, Selection, SelectionStrategy, record_shifts, register_strategy, validate_levels
 from .fitness import FITNESS_METRICS, FitnessEvaluator, paired_improvement_z
@@ -45,21 +46,22 @@ from .range import range_noise
 
 
 class Chromosomes:
-    """Flat group indexing of the eligible layers: MACs, owning layer, value-range harm per MAC."""
+    """Flat group indexing of the eligible layers: MACs, owning layer, value-range harm per MAC
+    (host-side bookkeeping, wherever the model computes)."""
 
     def __init__(self, model: nn.Module, names: list[str], budget: str) -> None:
         layers = mixed_layers(model, eligible_only=True)
         self.names = names
         self.sizes = [layers[n].n_groups for n in names]
         self.starts = [sum(self.sizes[:i]) for i in range(len(names))]
-        self.macs = torch.cat([layers[n].group_macs() for n in names])
-        self.layer_of = torch.cat([torch.full((s,), i) for i, s in enumerate(self.sizes)])
-        self.range_harm = torch.cat([range_noise(layers[n]) for n in names]) / self.macs
+        self.macs = torch.cat([layers[n].group_macs().to(HOST) for n in names])
+        self.layer_of = torch.cat([torch.full((s,), i, device=HOST) for i, s in enumerate(self.sizes)])
+        self.range_harm = torch.cat([range_noise(layers[n]).to(HOST) for n in names]) / self.macs
         # Budget units: the whole model, or every layer on its own.
         if budget == "global":
-            self.units = [torch.arange(len(self.macs))]
+            self.units = [torch.arange(len(self.macs), device=HOST)]
         else:
-            self.units = [torch.arange(start, start + size) for start, size in zip(self.starts, self.sizes)]
+            self.units = [torch.arange(start, start + size, device=HOST) for start, size in zip(self.starts, self.sizes)]
 
     def masks(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: flat[start:start + size] for name, start, size in zip(self.names, self.starts, self.sizes)}
@@ -110,8 +112,8 @@ class Chromosomes:
         """Swap a free 4-bit group with an 8-bit group inside one layer (one that has both), `swaps` times."""
         flat = flat.clone()
         for _ in range(swaps):
-            free_low = torch.zeros(len(self.names)).index_add_(0, self.layer_of, (flat & ~frozen).float())
-            high = torch.zeros(len(self.names)).index_add_(0, self.layer_of, (~flat).float())
+            free_low = torch.zeros(len(self.names), device=HOST).index_add_(0, self.layer_of, (flat & ~frozen).float())
+            high = torch.zeros(len(self.names), device=HOST).index_add_(0, self.layer_of, (~flat).float())
             layers = ((free_low > 0) & (high > 0)).nonzero().flatten().tolist()
             if not layers:
                 break
@@ -156,7 +158,7 @@ def _flat_to_text(flat: torch.Tensor) -> str:
 
 
 def _flat_from_text(text: str) -> torch.Tensor:
-    return torch.tensor([c == "1" for c in text], dtype=torch.bool)
+    return torch.tensor([c == "1" for c in text], dtype=torch.bool, device=HOST)
 
 
 @register_strategy("evolution")
@@ -194,7 +196,7 @@ class EvolutionarySelection(SelectionStrategy):
         self.crossover_rate, self.mutation_swaps, self.patience = crossover_rate, mutation_swaps, patience
         self.metric, self.cache_bytes, self.progress = metric, cache_bytes, progress
         self.islands, self.migration_interval = islands, migration_interval
-        split_validation(torch.zeros(4), validation_share)  # validates the share
+        split_validation(torch.zeros(4, device=HOST), validation_share)  # validates the share
         self.validation_share = validation_share
         self.acceptance_z = acceptance_z
 
@@ -222,9 +224,9 @@ class EvolutionarySelection(SelectionStrategy):
                                      else torch.cat([images, validation_images]))
         seeding = time.perf_counter() - seeding
         seed_harms = {"range": genes.range_harm,
-                      "greedy-error": torch.cat([errors[n] for n in genes.names]) / genes.macs,
+                      "greedy-error": torch.cat([errors[n].to(HOST) for n in genes.names]) / genes.macs,
                       "random": torch.rand(len(genes.macs), generator=torch.Generator().manual_seed(self.seed),
-                                           dtype=torch.float64)}
+                                           dtype=torch.float64, device=HOST)}
         validate = None if validator is None else (lambda flat: validator.per_image(genes.masks(flat)))
         run = _SearchRun(self, genes, evaluate_batch, seed_harms, levels, resume, on_generation, validate)
         added_per_level, fitness_per_level, generations_run, frozen = run.finish_levels()
@@ -298,7 +300,7 @@ class _SearchRun:
         return [float(f) for f in self.evaluate_batch([self.genes.masks(flat) for flat in flats])]
 
     def frozen(self) -> torch.Tensor:
-        frozen = torch.zeros(len(self.genes.macs), dtype=torch.bool)
+        frozen = torch.zeros(len(self.genes.macs), dtype=torch.bool, device=HOST)
         for level in self.done:
             frozen |= _flat_from_text(level["added"])
         return frozen

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import HOST, module_device
 from ..quant.convert import mixed_layers
 
 FITNESS_METRICS = ("mse", "kl")
@@ -56,23 +57,27 @@ def paired_improvement_z(current: torch.Tensor, contender: torch.Tensor) -> floa
 
 def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """The 4-bit group masks the model's eligible layers run at its current ratio (a candidate)."""
-    return {name: layer.low_bit_groups() for name, layer in mixed_layers(model, eligible_only=True).items()}
+    return {name: layer.low_bit_groups().to(HOST) for name, layer in mixed_layers(model, eligible_only=True).items()}
 
 
 class FitnessEvaluator:
     """Scores {eligible layer name: [G] bool 4-bit mask} candidates against the INT8 logits."""
 
     def __init__(self, model: nn.Module, images: torch.Tensor, *, metric: str = "mse",
-                 cache_bytes: int = 1 << 30, batch_size: int | None = None) -> None:
+                 cache_bytes: int = 1 << 30, batch_size: int | None = None,
+                 device: torch.device | None = None) -> None:
         """`batch_size` runs the images in chunks (bounds the memory of a large validation set); the
-        prefix cache holds whole-set activations, so chunking needs `cache_bytes=0`."""
+        prefix cache holds whole-set activations, so chunking needs `cache_bytes=0`. Forwards run
+        on `device` (default: where the model lives); distances come back to the host."""
         if metric not in FITNESS_METRICS:
             raise ValueError(f"unknown fitness metric {metric!r}; expected one of {FITNESS_METRICS}")
         if batch_size is not None and cache_bytes > 0:
             raise ValueError("a chunked FitnessEvaluator (batch_size) cannot use the prefix cache (cache_bytes=0)")
         self.batch_size = batch_size
         self.model = copy.deepcopy(model).eval()  # candidates rewrite group orders: never the caller's
-        self.images = images
+        if device is not None:
+            self.model.to(device)
+        self.images = images.to(module_device(self.model))
         self.metric = metric
         self.cache_bytes = cache_bytes
         self.cache: "OrderedDict[bytes, torch.Tensor]" = OrderedDict()
@@ -157,7 +162,7 @@ class FitnessEvaluator:
             for layer in self.layers:
                 layer.replay_output = None
         self.evaluations += 1
-        distances = per_image_distance(logits, self.reference, self.metric)
+        distances = per_image_distance(logits, self.reference, self.metric).to(HOST)
         self._memo[keys[-1]] = distances
         return distances
 

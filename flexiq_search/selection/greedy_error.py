@@ -36,7 +36,7 @@ def layer_output_errors(model: nn.Module, images: torch.Tensor) -> dict[str, tor
         # else from each group's lowering delta.
         mean_square = layer.group_lowering_errors(codes, centered)
         if mean_square is None:
-            mean_square = torch.zeros(layer.n_groups, dtype=torch.float64)
+            mean_square = torch.zeros(layer.n_groups, dtype=torch.float64, device=layer.device)
             for group in range(layer.n_groups):
                 delta, outputs = layer.lowering_delta(group, x)
                 delta = delta.double() * layer._view_channels(output_scale[outputs], delta.dim())

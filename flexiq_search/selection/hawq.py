@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import HOST
 from ..errors import FlexiqError
 from ..quant.arithmetic import lowered_codes
 from ..quant.convert import mixed_layers
@@ -38,11 +39,13 @@ def hessian_traces(model: nn.Module, images: torch.Tensor, probes: int, seed: in
     loss = F.cross_entropy(qat(images), labels)
     grads = torch.autograd.grad(loss, params, create_graph=True)
     generator = torch.Generator().manual_seed(seed)
-    traces = torch.zeros(len(params), dtype=torch.float64)
+    traces = torch.zeros(len(params), dtype=torch.float64, device=HOST)
     for _ in range(probes):
-        vs = [torch.randint(0, 2, p.shape, generator=generator).float() * 2 - 1 for p in params]
+        # Rademacher probes drawn on the host (the same probes on any device), then moved
+        vs = [(torch.randint(0, 2, p.shape, generator=generator, device=HOST).float() * 2 - 1).to(p.device)
+              for p in params]
         hvs = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
-        traces += torch.stack([(hv * v).sum().double() for hv, v in zip(hvs, vs)])
+        traces += torch.stack([(hv * v).sum().double() for hv, v in zip(hvs, vs)]).to(HOST)
     return {name: float(t) / probes for name, t in zip(layers, traces)}
 
 
@@ -78,7 +81,7 @@ class HawqSelection(SelectionStrategy):
             sensitivity[name] = mean_trace * lowering_perturbation(layer)
             macs[name] = float(layer.group_macs().sum())
         ranking = sorted(layers, key=lambda n: sensitivity[n] / macs[n])
-        cumulative = torch.tensor([macs[n] for n in ranking], dtype=torch.float64).cumsum(0)
+        cumulative = torch.tensor([macs[n] for n in ranking], dtype=torch.float64, device=HOST).cumsum(0)
         prefix = nested_boundaries(cumulative, float(cumulative[-1]), levels)
         selected = {}
         for position, name in enumerate(ranking):

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..devices import HOST
 from ..quant.convert import mixed_layers
 from .base import Selection, SelectionStrategy, register_strategy, selection_from_scores
 
@@ -19,7 +20,8 @@ class RandomSelection(SelectionStrategy):
         generator = torch.Generator().manual_seed(self.seed)
         layers = mixed_layers(model, eligible_only=True)
         # harm per MAC is what gets ranked: uniform random harm per MAC is a uniform random order
-        scores = {name: torch.rand(layer.n_groups, generator=generator, dtype=torch.float64) * layer.group_macs()
+        scores = {name: torch.rand(layer.n_groups, generator=generator, dtype=torch.float64, device=HOST)
+                        * layer.group_macs().to(HOST)
                   for name, layer in layers.items()}
         return selection_from_scores(model, scores, levels, method=self.name, budget=self.budget,
                                      provenance={"seed": self.seed})

@@ -34,7 +34,7 @@ def range_noise(layer: MixedPrecisionLayer) -> torch.Tensor:
     da2 = float(layer.act_scale) ** 2 * (4.0 ** layer.act_shift.double() - 1) / 12  # [G]
     taps = weight.shape[2]
     per_column = act_power * dw2 * taps + weight_power * da2[layer.weight_group]
-    noise = torch.zeros(layer.n_groups, dtype=torch.float64)
+    noise = torch.zeros(layer.n_groups, dtype=torch.float64, device=layer.device)
     noise.scatter_add_(0, layer.weight_group.flatten(), per_column.flatten())
     return noise / (out * max(float(layer.output_mean_square), 1e-30))
 

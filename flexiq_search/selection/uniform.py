@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..devices import HOST
 from ..quant.arithmetic import HIGH_BITS, LOW_BITS
 from ..quant.convert import mixed_layers
 from .base import Selection, SelectionStrategy, register_strategy, selection_from_scores
@@ -28,13 +29,14 @@ class UniformInt4Selection(SelectionStrategy):
         layers = mixed_layers(model, eligible_only=True)
         # Harm per MAC = the group's position within its layer (as a fraction): a global ranking by it
         # fills every layer at the same pace, so the global budget is also uniform per layer.
-        scores = {name: (torch.arange(layer.n_groups, dtype=torch.float64) + 0.5) / layer.n_groups * layer.group_macs()
+        scores = {name: ((torch.arange(layer.n_groups, dtype=torch.float64, device=HOST) + 0.5) / layer.n_groups
+                         * layer.group_macs().to(HOST))
                   for name, layer in layers.items()}
         selection = selection_from_scores(model, scores, levels, method=self.name, budget=self.budget)
         selection.extraction = "naive"
         for name, layer in layers.items():
             chosen = selection.layers[name]
             chosen.act_shift = [NAIVE_SHIFT] * layer.n_groups
-            naive = torch.full_like(layer.weight_shift, NAIVE_SHIFT)
+            naive = torch.full_like(layer.weight_shift, NAIVE_SHIFT, device=HOST)
             chosen.weight_shift = base64.b64encode(naive.numpy().tobytes()).decode()
         return selection
