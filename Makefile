@@ -40,8 +40,12 @@ browser:
 demo: install data
 	$(VENV)/bin/flexiq demo
 
+# The throwaway PostgreSQL server is stopped afterwards when this run started it (a given
+# FLEXIQ_TEST_POSTGRES_URL, or a server already running, is left alone).
 test: install data postgres browser
-	FLEXIQ_TEST_POSTGRES_URL="$${FLEXIQ_TEST_POSTGRES_URL:-$$(infra/postgres-test-server.sh)}" $(VENV)/bin/pytest -q
+	@if [ -n "$${FLEXIQ_TEST_POSTGRES_URL:-}" ]; then $(VENV)/bin/pytest -q; else \
+	  infra/postgres-test-server.sh status || trap 'infra/postgres-test-server.sh stop' EXIT; \
+	  url=$$(infra/postgres-test-server.sh) && FLEXIQ_TEST_POSTGRES_URL="$$url" $(VENV)/bin/pytest -q; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,7 +7,13 @@
 # whose random password is kept inside the data directory, and a database `flexiq_test`; starts it
 # if it is not running. Safe to run again: an existing cluster is reused. As root, the server runs
 # as the `postgres` user (initdb refuses root).
+#
+#   postgres-test-server.sh          start (if needed) and print the URL
+#   postgres-test-server.sh status   exit 0 when the server is running, 1 when not
+#   postgres-test-server.sh stop     stop it (the cluster stays for the next start)
 set -euo pipefail
+ACTION=${1:-start}
+case "$ACTION" in start|status|stop) ;; *) echo "usage: $0 [start|status|stop]" >&2; exit 2 ;; esac
 
 DATA_DIR=${FLEXIQ_PG_DIR:-/tmp/flexiq-pg}
 PORT=${FLEXIQ_PG_PORT:-55432}
@@ -26,6 +32,17 @@ if [ "$(id -u)" -eq 0 ]; then
     as_server_owner() { runuser -u postgres -- "$@"; }
 else
     as_server_owner() { "$@"; }
+fi
+
+running() { [ -s "$DATA_DIR/PG_VERSION" ] && as_server_owner "$BIN/pg_ctl" -D "$DATA_DIR" status >/dev/null 2>&1; }
+if [ "$ACTION" = status ]; then
+    if running; then exit 0; else exit 1; fi
+fi
+if [ "$ACTION" = stop ]; then
+    if running; then
+        as_server_owner "$BIN/pg_ctl" -D "$DATA_DIR" -w -t 60 -m fast stop >/dev/null || fail "the server did not stop"
+    fi
+    exit 0
 fi
 
 if [ ! -s "$DATA_DIR/PG_VERSION" ]; then
@@ -51,7 +68,7 @@ EOF
 fi
 
 PASSWORD=$(cat "$PASSWORD_FILE")
-if ! as_server_owner "$BIN/pg_ctl" -D "$DATA_DIR" status >/dev/null 2>&1; then
+if ! running; then
     as_server_owner "$BIN/pg_ctl" -D "$DATA_DIR" -l "$DATA_DIR/server.log" -w -t 60 start >/dev/null \
         || fail "the server did not start, see $DATA_DIR/server.log"
 fi

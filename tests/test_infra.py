@@ -73,3 +73,41 @@ def test_the_scheduler_units_pass_systemd_analyze_verify(tmp_path):
     run = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, timeout=120)
     problems = [line for line in (run.stdout + run.stderr).splitlines() if str(tmp_path) in line]
     assert run.returncode == 0 and problems == [], run.stdout + run.stderr
+
+
+def test_the_postgres_test_server_stops_and_make_test_stops_what_it_started():
+    """A server of its own (own folder and port): start, status, stop; `make test` stops the server
+    only when it started it (a leftover server kept 128 MB and a port after every run)."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    import pytest
+
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        if os.environ.get("FLEXIQ_REQUIRE_POSTGRES") == "1":
+            pytest.fail("no PostgreSQL server binaries")
+        pytest.skip("no PostgreSQL server binaries")
+    folder = tempfile.mkdtemp(prefix="flexiq-pg-lifecycle-", dir="/tmp")  # the postgres user must reach it
+    os.chmod(folder, 0o755)
+    data = Path(folder) / "data"
+    env = {**os.environ, "FLEXIQ_PG_DIR": str(data), "FLEXIQ_PG_PORT": "55433"}
+    script = str(INFRA / "postgres-test-server.sh")
+
+    def run(*args):
+        return subprocess.run(["bash", script, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    try:
+        assert run("status").returncode == 1
+        started = run()
+        assert started.returncode == 0 and started.stdout.startswith("postgresql+psycopg://flexiq:"), started.stderr
+        assert run("status").returncode == 0
+        assert run("stop").returncode == 0 and run("status").returncode == 1
+        assert run("stop").returncode == 0, "stopping a stopped server is fine"
+        assert run("bogus").returncode == 2
+    finally:
+        run("stop")
+        shutil.rmtree(folder, ignore_errors=True)
+    recipe = (INFRA.parent / "Makefile").read_text().split("\ntest:")[1].split("\n\n")[0]
+    assert "postgres-test-server.sh status || trap 'infra/postgres-test-server.sh stop' EXIT" in recipe
