@@ -136,3 +136,19 @@ def test_per_group_errors_equal_whole_layer_differences(activation_shift, group_
             expected[group] = float(delta.square().mean()) / float(layer.output_mean_square)
         assert torch.allclose(errors[name], expected, rtol=1e-9, atol=1e-15), name
         assert expected.max() > 0, name
+
+
+def test_greedy_errors_measured_inside_one_forward_equal_errors_on_captured_inputs(converted, images):
+    """The streaming measurement (one layer's input alive at a time) is the per-layer formula applied
+    to what each layer receives in the INT8 model."""
+    from flexiq_search.quant.convert import capture_layer_inputs, mixed_layers
+    from flexiq_search.selection.greedy_error import _relative_errors, layer_output_errors
+
+    int8 = copy.deepcopy(converted)
+    for layer in mixed_layers(int8).values():
+        layer.boundary = 0
+    inputs = capture_layer_inputs(int8, images)
+    expected = {name: _relative_errors(layer, inputs[name]) for name, layer in mixed_layers(int8, eligible_only=True).items()}
+    got = layer_output_errors(converted, images)
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[name], expected[name]) for name in expected)
